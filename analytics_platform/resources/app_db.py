@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from dagster import ConfigurableResource, get_dagster_logger
 from pydantic import Field, PrivateAttr
 
+from analytics_platform.settings import SettingsError
+
 _ENGINES: dict[str, sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -41,8 +43,15 @@ class AppDatabase(ConfigurableResource):
 
     url: Optional[str] = Field(default=None, description="SQLAlchemy URL; unset = embedded")
     embedded_dir: str = ".analytics_data/postgres"
+    require_url: bool = Field(default=False, description="prod: fail when no URL is set")
 
     _engine: Any = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context) -> None:
+        if self.require_url and not self.url:
+            raise SettingsError(
+                "ANALYTICS_ENV=prod needs APP_DATABASE_URL (the application PostgreSQL URL)"
+            )
 
     def resolved_url(self) -> str:
         if self.url:
