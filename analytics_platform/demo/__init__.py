@@ -1,0 +1,65 @@
+"""Deterministic synthetic data for the local default, with one plug-in per domain.
+
+Each domain module ``analytics_platform.<domain>.demo`` provides
+``seed(ctx: DemoContext) -> None`` (write its data into the local stores) and
+``steps(ctx: DemoContext) -> list[DemoStep]`` (what to materialize, in order).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from analytics_platform.settings import Settings
+
+# The demo's "today": fixed, so every run produces the same data and the same results.
+DEMO_DATE = dt.date(2024, 6, 5)
+DEMO_DOMAINS = ("mixpanel", "cohorts", "posthog", "engagement", "kpis")
+
+
+@dataclass
+class DemoContext:
+    settings: Settings
+    resources: dict[str, Any]
+    demo_date: dt.date = DEMO_DATE
+    seed: int = 42
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    @property
+    def as_of(self) -> dt.datetime:
+        """End of the demo day (00:00 UTC of the next day)."""
+        d = self.demo_date + dt.timedelta(days=1)
+        return dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc)
+
+    def rng(self, domain: str) -> random.Random:
+        """A random generator per domain, independent of the order domains run in."""
+        return random.Random(f"{self.seed}:{domain}")
+
+
+@dataclass
+class DemoStep:
+    selection: list[str]  # asset keys as "a/b"
+    partition_key: Optional[str] = None
+    partition_range: Optional[tuple[str, str]] = None
+    run_config: dict = field(default_factory=dict)
+    description: str = ""
+
+
+def domain_modules() -> list[Any]:
+    """The demo modules of the domains that have one."""
+    found = []
+    for domain in DEMO_DOMAINS:
+        name = f"analytics_platform.{domain}.demo"
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return found

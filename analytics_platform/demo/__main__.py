@@ -1,0 +1,24 @@
+"""README command 1: seed the demo data and materialize every asset on the local default.
+
+    python -m analytics_platform.demo            # seed + materialize everything
+    python -m analytics_platform.demo --seed-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from analytics_platform.demo.runner import run_demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analytics_platform.demo")
+    parser.add_argument("--seed-only", action="store_true", help="write the demo data only")
+    parser.add_argument("--domain", action="append", help="limit to these domains")
+    args = parser.parse_args(argv)
+    return run_demo(seed_only=args.seed_only, domains=args.domain)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
