@@ -1,0 +1,573 @@
+"""Mixpanel: Raw Event Export streaming and /engage profile-update batches.
+
+Which path is used (decided per call, from the configured fields only):
+
+* **Export** (``GET {export_url}/api/2.0/export``)
+  - service account (``service_account_username`` + ``service_account_secret``, with
+    ``project_id``) or legacy ``api_secret``: HTTP Basic auth;
+  - no credentials and ``export_url`` is *not* one of Mixpanel's hosts (e.g. a local export
+    endpoint or a stub set through ``MIXPANEL_EXPORT_URL``): HTTP **without** auth — pointing
+    the URL somewhere else is itself the setting that says "use this endpoint";
+  - no credentials and Mixpanel's own host: the local export files
+    ``{local_dir}/mixpanel_export/YYYY-MM-DD.jsonl`` (same JSON-lines shape, offline demo).
+* **Engage** (``POST {api_url}/engage?verbose=1``): with ``project_token``, HTTP; without it,
+  the updates are appended to ``{local_dir}/outbox/mixpanel_engage.jsonl`` with the token
+  replaced by ``<MIXPANEL_PROJECT_TOKEN>``.
+
+``require_credentials=True`` (prod) turns every missing credential into a set-up failure
+that names the variables.  429, 5xx and connection errors (also mid-stream) are retried with
+exponential backoff + full jitter, honouring ``Retry-After``; other 4xx are final.  Every
+message and log line is redacted; secrets never leave this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import itertools
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+
+import orjson
+import requests
+import urllib3
+from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
+from pydantic import PrivateAttr
+
+from analytics_platform.resources.retry import is_retryable_status, retry_delay
+from analytics_platform.settings import (
+    MIXPANEL_EXPORT_HOSTS,
+    SettingsError,
+    redact as redact_settings,
+)
+
+EXPORT_PATH = "/api/2.0/export"
+ENGAGE_PATH = "/engage"
+MAX_ENGAGE_BATCH = 2000
+TOKEN_PLACEHOLDER = "<MIXPANEL_PROJECT_TOKEN>"
+_CHUNK = 1 << 20  # 1 MiB: large reads keep the per-chunk overhead negligible
+
+_SERVICE_ACCOUNT_VARS = "MIXPANEL_SERVICE_ACCOUNT_USERNAME and MIXPANEL_SERVICE_ACCOUNT_SECRET"
+_EXPORT_VARS_HINT = (
+    f"{_SERVICE_ACCOUNT_VARS} (with MIXPANEL_PROJECT_ID), or MIXPANEL_API_SECRET"
+)
+
+DateLike = Union[str, dt.date]
+_log = get_dagster_logger("mixpanel")
+
+
+class MixpanelError(RuntimeError):
+    """A Mixpanel request failed for good (message redacted)."""
+
+
+class MixpanelAuthError(MixpanelError):
+    """Mixpanel rejected the credentials (401/403); the message names what to fix."""
+
+
+@dataclass(frozen=True)
+class ExportStats:
+    """What one export wrote: ``path`` holds ``lines`` JSON lines (``bytes`` decompressed)."""
+
+    path: Path
+    lines: int
+    bytes: int
+    requests: int  # HTTP requests made for this export (0 for local files)
+    source: str  # "http" or "local"
+    elapsed_seconds: float
+    waited_seconds: float  # time spent in backoff / Retry-After
+
+
+@dataclass(frozen=True)
+class EngageResult:
+    """Outcome of one /engage batch; a rejected batch is ``ok=False`` (never raised)."""
+
+    ok: bool
+    updates: int
+    requests: int
+    destination: str  # "http" or "outbox"
+    status_code: Optional[int] = None
+    error: Optional[str] = None
+
+
+def build_set_update(
+    token: Optional[str], distinct_id: str, props: dict, *, ignore_time: bool = False
+) -> dict:
+    """A ``$set`` profile update for /engage."""
+    update = {"$token": token, "$distinct_id": distinct_id, "$set": dict(props)}
+    if ignore_time:
+        update["$ignore_time"] = True
+    return update
+
+
+def build_unset_update(
+    token: Optional[str], distinct_id: str, names: Iterable[str], *, ignore_time: bool = False
+) -> dict:
+    """An ``$unset`` profile update removing the properties ``names``."""
+    update = {"$token": token, "$distinct_id": distinct_id, "$unset": list(names)}
+    if ignore_time:
+        update["$ignore_time"] = True
+    return update
+
+
+def _day(value: DateLike) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
+
+
+def _days(from_date: dt.date, to_date: dt.date) -> Iterator[dt.date]:
+    day = from_date
+    while day <= to_date:
+        yield day
+        day += dt.timedelta(days=1)
+
+
+def _keep_local_line(line: bytes, wanted: Optional[frozenset]) -> bool:
+    """Local-file event filter: malformed lines are kept (the loader counts and quarantines them)."""
+    if not line.strip():
+        return False
+    if wanted is None:
+        return True
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return True
+    if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+        return True
+    return record["event"] in wanted
+
+
+# Errors that mean "the connection broke": restart the whole request.
+_STREAM_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+)
+
+
+class MixpanelResource(ConfigurableResource):
+    """Mixpanel Raw Event Export (streamed to files) and /engage profile updates."""
+
+    export_url: str
+    api_url: str
+    project_id: Optional[str] = None
+    service_account_username: Optional[str] = None
+    service_account_secret: Optional[str] = None
+    api_secret: Optional[str] = None
+    project_token: Optional[str] = None
+    local_dir: str = ".analytics_data"
+    require_credentials: bool = False
+    max_attempts: int = 8
+    backoff_initial_seconds: float = 2.0
+    backoff_max_seconds: float = 60.0
+    timeout_seconds: float = 300
+
+    _session: Any = PrivateAttr(default=None)
+    _checked: bool = PrivateAttr(default=False)
+    _counter: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default=None)
+
+    # ------------------------------------------------------------------ set-up
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self.check_configuration()
+
+    def check_configuration(self) -> None:
+        """Fail fast (SettingsError naming the variables) on missing or half-set credentials."""
+        if self._checked:
+            return
+        problems = []
+        if bool(self.service_account_username) != bool(self.service_account_secret):
+            missing = (
+                "MIXPANEL_SERVICE_ACCOUNT_SECRET"
+                if self.service_account_username
+                else "MIXPANEL_SERVICE_ACCOUNT_USERNAME"
+            )
+            problems.append(f"{missing} (the service account needs both {_SERVICE_ACCOUNT_VARS})")
+        elif self.service_account_username and not self.project_id:
+            problems.append("MIXPANEL_PROJECT_ID (required with service-account auth)")
+        if self.require_credentials:
+            if not self.has_export_credentials:
+                problems.append(f"{_EXPORT_VARS_HINT} (export)")
+            if not self.project_token:
+                problems.append("MIXPANEL_PROJECT_TOKEN (profile updates)")
+        for name, url in (("MIXPANEL_EXPORT_URL", self.export_url), ("MIXPANEL_API_URL", self.api_url)):
+            if not url.startswith(("http://", "https://")):
+                problems.append(f"{name} (must start with http:// or https://, got {url!r})")
+        if problems:
+            raise SettingsError("Mixpanel is not configured: set " + "; ".join(problems) + ".")
+        self._checked = True
+
+    @property
+    def has_export_credentials(self) -> bool:
+        return bool(
+            (self.service_account_username and self.service_account_secret) or self.api_secret
+        )
+
+    @property
+    def export_mode(self) -> str:
+        """``service_account`` | ``legacy_secret`` | ``anonymous_http`` | ``local_files``."""
+        if self.service_account_username and self.service_account_secret:
+            return "service_account"
+        if self.api_secret:
+            return "legacy_secret"
+        if self.export_url.rstrip("/") not in MIXPANEL_EXPORT_HOSTS.values():
+            return "anonymous_http"
+        return "local_files"
+
+    @property
+    def engage_mode(self) -> str:
+        """``http`` with a project token, else ``outbox``."""
+        return "http" if self.project_token else "outbox"
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests this resource instance has sent (export + engage, retries included)."""
+        return self._count(0)
+
+    # --------------------------------------------------------------- helpers
+    def _count(self, n: int = 1) -> int:
+        if self._lock is None:
+            self._lock = threading.Lock()
+            self._counter = 0
+        with self._lock:
+            self._counter += n
+            return self._counter
+
+    def _http(self) -> requests.Session:
+        if self._session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = "analytics-platform/1"
+            self._session = session
+        return self._session
+
+    def _auth(self) -> Optional[tuple[str, str]]:
+        if self.service_account_username and self.service_account_secret:
+            return (self.service_account_username, self.service_account_secret)
+        if self.api_secret:
+            return (self.api_secret, "")
+        return None
+
+    def redact(self, text: str) -> str:
+        """Remove every credential (and its Basic-auth encoding) from ``text``."""
+        secrets = [self.service_account_secret, self.api_secret, self.project_token]
+        auth = self._auth()
+        if auth:
+            secrets.append(base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        for value in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+            text = text.replace(value, "***")
+        try:
+            return redact_settings(text)
+        except SettingsError:  # an invalid environment must not hide the original error
+            return text
+
+    def _auth_hint(self) -> str:
+        mode = self.export_mode
+        if mode == "service_account":
+            return f"check {_SERVICE_ACCOUNT_VARS} and MIXPANEL_PROJECT_ID"
+        if mode == "legacy_secret":
+            return "check MIXPANEL_API_SECRET"
+        return f"set {_EXPORT_VARS_HINT}"
+
+    def _timeout(self) -> tuple[float, float]:
+        return (min(30.0, self.timeout_seconds), self.timeout_seconds)
+
+    def _wait(self, what: str, attempt: int, reason: str, retry_after: Optional[str]) -> float:
+        """Sleep before retry ``attempt`` (or raise when attempts are exhausted)."""
+        if attempt >= self.max_attempts:
+            raise MixpanelError(
+                self.redact(f"Mixpanel {what} failed after {attempt} attempts: {reason}")
+            )
+        delay = retry_delay(
+            attempt, self.backoff_initial_seconds, self.backoff_max_seconds, retry_after
+        )
+        _log.warning(
+            self.redact(
+                f"Mixpanel {what}: {reason} (attempt {attempt}/{self.max_attempts}); "
+                f"retrying in {delay:.2f}s"
+            )
+        )
+        time.sleep(delay)
+        return delay
+
+    # ---------------------------------------------------------------- export
+    def export_params(
+        self,
+        from_date: DateLike,
+        to_date: DateLike,
+        events: Optional[Sequence[str]] = None,
+        where: Optional[str] = None,
+    ) -> dict[str, str]:
+        """Query parameters of ``GET /api/2.0/export`` (no secrets in them)."""
+        start, end = _day(from_date), _day(to_date)
+        if start > end:
+            raise ValueError(f"from_date {start} is after to_date {end}")
+        params = {"from_date": start.isoformat(), "to_date": end.isoformat()}
+        if events:
+            params["event"] = orjson.dumps(list(events)).decode()
+        if where:
+            params["where"] = where
+        if self.project_id:
+            params["project_id"] = str(self.project_id)
+        return params
+
+    def export_to_file(
+        self,
+        from_date: DateLike,
+        to_date: DateLike,
+        events: Optional[Sequence[str]] = None,
+        where: Optional[str] = None,
+        *,
+        dest: Union[str, Path],
+    ) -> ExportStats:
+        """Stream the raw export of ``[from_date, to_date]`` (UTC, inclusive) into ``dest``.
+
+        Memory stays flat (1 MiB chunks, decompressed on the fly).  The file is written to
+        ``dest.part`` and renamed when complete, so a retried request starts from scratch
+        and ``dest`` never holds a partial export.  ``events=None`` exports every event.
+        """
+        self.check_configuration()
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        params = self.export_params(from_date, to_date, events, where)
+        if self.export_mode == "local_files":
+            return self._export_local(params, events, where, dest)
+        return self._export_http(params, dest)
+
+    def iter_export_lines(
+        self,
+        from_date: DateLike,
+        to_date: DateLike,
+        events: Optional[Sequence[str]] = None,
+        where: Optional[str] = None,
+    ) -> Iterator[bytes]:
+        """Yield the export's non-empty lines (without newline); goes through a temp file."""
+        with tempfile.TemporaryDirectory(prefix="mixpanel_export_") as tmp:
+            path = Path(tmp) / "export.jsonl"
+            self.export_to_file(from_date, to_date, events, where, dest=path)
+            with open(path, "rb") as handle:
+                for line in handle:
+                    line = line.rstrip(b"\r\n")
+                    if line:
+                        yield line
+
+    def _export_http(self, params: dict[str, str], dest: Path) -> ExportStats:
+        url = self.export_url.rstrip("/") + EXPORT_PATH
+        part = dest.with_name(dest.name + ".part")
+        started = time.monotonic()
+        waited = 0.0
+        headers = {"Accept-Encoding": "gzip", "Accept": "text/plain"}
+        for attempt in itertools.count(1):
+            self._count()
+            try:
+                response = self._http().get(
+                    url,
+                    params=params,
+                    auth=self._auth(),
+                    headers=headers,
+                    stream=True,
+                    timeout=self._timeout(),
+                )
+            except _STREAM_ERRORS as exc:
+                waited += self._wait("export", attempt, f"connection error {type(exc).__name__}", None)
+                continue
+            with response:
+                status = response.status_code
+                if status == 200:
+                    try:
+                        lines, size = _stream_body(response, part)
+                    except _STREAM_ERRORS as exc:
+                        part.unlink(missing_ok=True)
+                        reason = f"stream broken mid-body ({type(exc).__name__})"
+                        waited += self._wait("export", attempt, reason, None)
+                        continue
+                    os.replace(part, dest)
+                    stats = ExportStats(
+                        path=dest,
+                        lines=lines,
+                        bytes=size,
+                        requests=attempt,
+                        source="http",
+                        elapsed_seconds=time.monotonic() - started,
+                        waited_seconds=waited,
+                    )
+                    _log.info(
+                        f"Mixpanel export {params['from_date']}..{params['to_date']}: "
+                        f"{lines} lines, {size} bytes, {attempt} request(s)"
+                    )
+                    return stats
+                detail = _body_excerpt(response)
+                if status in (401, 403):
+                    raise MixpanelAuthError(
+                        self.redact(
+                            f"Mixpanel export refused the credentials (HTTP {status}): "
+                            f"{self._auth_hint()}. Server said: {detail}"
+                        )
+                    )
+                if is_retryable_status(status):
+                    waited += self._wait(
+                        "export", attempt, f"HTTP {status}", response.headers.get("Retry-After")
+                    )
+                    continue
+                raise MixpanelError(self.redact(f"Mixpanel export failed (HTTP {status}): {detail}"))
+        raise AssertionError("unreachable")
+
+    def _export_local(
+        self,
+        params: dict[str, str],
+        events: Optional[Sequence[str]],
+        where: Optional[str],
+        dest: Path,
+    ) -> ExportStats:
+        started = time.monotonic()
+        folder = Path(self.local_dir) / "mixpanel_export"
+        if where:
+            _log.warning("Local Mixpanel export files: the `where` filter is ignored")
+        wanted = frozenset(events) if events else None
+        lines = size = 0
+        part = dest.with_name(dest.name + ".part")
+        with open(part, "wb") as out:
+            for day in _days(_day(params["from_date"]), _day(params["to_date"])):
+                source = folder / f"{day.isoformat()}.jsonl"
+                if not source.exists():
+                    continue
+                with open(source, "rb", buffering=_CHUNK) as handle:
+                    for line in handle:
+                        if not _keep_local_line(line, wanted):
+                            continue
+                        if not line.endswith(b"\n"):
+                            line += b"\n"
+                        out.write(line)
+                        lines += 1
+                        size += len(line)
+        os.replace(part, dest)
+        _log.info(f"Mixpanel export from local files under {folder}: {lines} lines")
+        return ExportStats(dest, lines, size, 0, "local", time.monotonic() - started, 0.0)
+
+    # ---------------------------------------------------------------- engage
+    def set_update(self, distinct_id: str, props: dict, *, ignore_time: bool = False) -> dict:
+        """``build_set_update`` with this project's token (or the local placeholder)."""
+        return build_set_update(self.project_token or TOKEN_PLACEHOLDER, distinct_id, props, ignore_time=ignore_time)
+
+    def unset_update(self, distinct_id: str, names: Iterable[str], *, ignore_time: bool = False) -> dict:
+        """``build_unset_update`` with this project's token (or the local placeholder)."""
+        return build_unset_update(self.project_token or TOKEN_PLACEHOLDER, distinct_id, names, ignore_time=ignore_time)
+
+    def engage(self, updates: Sequence[dict]) -> EngageResult:
+        """Send one batch (≤ 2000) of profile updates; a rejected batch returns ``ok=False``.
+
+        Missing or placeholder ``$token`` values are filled with ``project_token``.
+        """
+        self.check_configuration()
+        if len(updates) > MAX_ENGAGE_BATCH:
+            raise ValueError(
+                f"/engage accepts at most {MAX_ENGAGE_BATCH} updates per request, got {len(updates)}"
+            )
+        if not updates:
+            return EngageResult(True, 0, 0, self.engage_mode)
+        if not self.project_token:
+            return self._engage_outbox(updates)
+        body = [
+            u if u.get("$token") not in (None, "", TOKEN_PLACEHOLDER) else {**u, "$token": self.project_token}
+            for u in updates
+        ]
+        return self._engage_http(orjson.dumps(body), len(body))
+
+    def _engage_outbox(self, updates: Sequence[dict]) -> EngageResult:
+        path = Path(self.local_dir) / "outbox" / "mixpanel_engage.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = b"".join(
+            orjson.dumps({**u, "$token": TOKEN_PLACEHOLDER}) + b"\n" for u in updates
+        )
+        with open(path, "ab") as handle:  # one write: lines of concurrent runs never interleave
+            handle.write(payload)
+        _log.info(f"MIXPANEL_PROJECT_TOKEN unset: {len(updates)} profile update(s) written to {path}")
+        return EngageResult(True, len(updates), 0, "outbox")
+
+    def _engage_http(self, body: bytes, count: int) -> EngageResult:
+        url = self.api_url.rstrip("/") + ENGAGE_PATH
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+
+        def failed(status: Optional[int], error: str, attempts: int) -> EngageResult:
+            message = self.redact(error)
+            _log.warning(f"Mixpanel /engage batch of {count} failed: {message}")
+            return EngageResult(False, count, attempts, "http", status, message)
+
+        for attempt in itertools.count(1):
+            self._count()
+            retry_after = None
+            try:
+                response = self._http().post(
+                    url, params={"verbose": "1"}, data=body, headers=headers, timeout=self._timeout()
+                )
+            except _STREAM_ERRORS as exc:
+                reason, status = f"connection error {type(exc).__name__}", None
+            else:
+                status = response.status_code
+                if status == 200:
+                    ok, error = _engage_outcome(response)
+                    if ok:
+                        return EngageResult(True, count, attempt, "http", 200)
+                    return failed(200, f"Mixpanel rejected the batch: {error}", attempt)
+                if not is_retryable_status(status):
+                    hint = " (check MIXPANEL_PROJECT_TOKEN)" if status in (401, 403) else ""
+                    return failed(status, f"HTTP {status}{hint}: {_body_excerpt(response)}", attempt)
+                reason, retry_after = f"HTTP {status}", response.headers.get("Retry-After")
+            try:
+                self._wait("engage", attempt, reason, retry_after)
+            except MixpanelError as exc:
+                return failed(status, str(exc), attempt)
+        raise AssertionError("unreachable")
+
+
+def _stream_body(response: requests.Response, path: Path) -> tuple[int, int]:
+    """Write the (decompressed) body to ``path``; return (lines, bytes).  Flat memory."""
+    lines = size = 0
+    last = b"\n"
+    with open(path, "wb") as out:
+        for chunk in response.iter_content(chunk_size=_CHUNK):
+            if not chunk:
+                continue
+            out.write(chunk)
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+            last = chunk[-1:]
+        if last != b"\n":  # a last line without newline still counts (and gets one)
+            out.write(b"\n")
+            lines += 1
+            size += 1
+    return lines, size
+
+
+def _body_excerpt(response: requests.Response, limit: int = 300) -> str:
+    try:
+        text = response.text
+    except Exception:  # noqa: BLE001 - the status code is what matters
+        return "<unreadable body>"
+    text = " ".join(text.split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def _engage_outcome(response: requests.Response) -> tuple[bool, Optional[str]]:
+    """Parse /engage's body: ``{"status": 1}`` / ``{"status": 0, "error": ...}`` or ``1`` / ``0``."""
+    text = response.text.strip()
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False, f"unexpected response {text[:200]!r}"
+    if isinstance(payload, dict):
+        if payload.get("status") == 1:
+            return True, None
+        return False, str(payload.get("error") or f"status={payload.get('status')!r}")
+    if payload == 1:
+        return True, None
+    return False, f"status={payload!r}"
