@@ -1,0 +1,9 @@
+-- The current P and S of the given users' rows for one week (for the report only: the
+-- write itself never reads kpis into Python, it merges in the database).
+-- :week_start date, :user_ids text[]
+SELECT w.user_id,
+       w.kpis -> 'P' AS p_old,
+       w.kpis -> 'S' AS s_old
+FROM weekly_kpi AS w
+JOIN unnest(CAST(:user_ids AS text[])) AS u(user_id) ON u.user_id = w.user_id
+WHERE w.week_start = :week_start
