@@ -230,6 +230,14 @@ class MixpanelResource(ConfigurableResource):
         return "http" if self.project_token else "outbox"
 
     @property
+    def export_endpoint(self) -> str:
+        return self.export_url.rstrip("/") + EXPORT_PATH
+
+    @property
+    def engage_endpoint(self) -> str:
+        return self.api_url.rstrip("/") + ENGAGE_PATH
+
+    @property
     def requests_made(self) -> int:
         """HTTP requests this resource instance has sent (export + engage, retries included)."""
         return self._count(0)
@@ -361,7 +369,7 @@ class MixpanelResource(ConfigurableResource):
                         yield line
 
     def _export_http(self, params: dict[str, str], dest: Path) -> ExportStats:
-        url = self.export_url.rstrip("/") + EXPORT_PATH
+        url = self.export_endpoint
         part = dest.with_name(dest.name + ".part")
         started = time.monotonic()
         waited = 0.0
@@ -494,7 +502,7 @@ class MixpanelResource(ConfigurableResource):
         return EngageResult(True, len(updates), 0, "outbox")
 
     def _engage_http(self, body: bytes, count: int) -> EngageResult:
-        url = self.api_url.rstrip("/") + ENGAGE_PATH
+        url = self.engage_endpoint
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
 
         def failed(status: Optional[int], error: str, attempts: int) -> EngageResult:
