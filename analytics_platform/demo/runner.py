@@ -59,7 +59,7 @@ def run_demo(seed_only: bool = False, domains: Optional[list[str]] = None) -> in
     settings = get_settings()
     if settings.is_prod:
         raise SystemExit("The demo writes synthetic data: run it with ANALYTICS_ENV=local only.")
-    ctx = DemoContext(settings=settings, resources=build_resources(settings))
+    ctx = DemoContext(settings=settings, resources=build_resources(settings, secrets_as_env_vars=False))
     modules = [m for m in domain_modules() if not domains or m.__name__.split(".")[1] in domains]
     print(f"Demo data under {settings.data_dir.resolve()} (demo day {ctx.demo_date})")
     for module in modules:

@@ -16,9 +16,15 @@ import dagster as dg
 from analytics_platform.settings import Settings, get_settings
 
 
-def _secret(name: str, value: Optional[str]) -> Any:
-    """EnvVar for a secret that is set (Dagster resolves it at run time), else None."""
-    return dg.EnvVar(name) if value else None
+def _secret_value(name: str, value: Optional[str], as_env_var: bool = True) -> Any:
+    """EnvVar for a secret that is set (Dagster resolves it at run time), else None.
+
+    ``as_env_var=False`` passes the value itself, for code that uses a resource outside
+    a Dagster run (the demo seeders, benchmarks).
+    """
+    if not value:
+        return None
+    return dg.EnvVar(name) if as_env_var else value
 
 
 def build_warehouse(settings: Settings):
@@ -33,9 +39,14 @@ def build_warehouse(settings: Settings):
     return DuckDBWarehouse(path=str(settings.duckdb_path))
 
 
-def build_resources(settings: Optional[Settings] = None) -> dict[str, Any]:
+def build_resources(
+    settings: Optional[Settings] = None, secrets_as_env_vars: bool = True
+) -> dict[str, Any]:
     """Resource instances keyed as the assets expect them (see docs/architecture.md)."""
     s = settings or get_settings()
+
+    def _secret(name: str, value: Optional[str]) -> Any:
+        return _secret_value(name, value, secrets_as_env_vars)
     from analytics_platform.resources.app_db import AppDatabase
     from analytics_platform.resources.firestore import FirestoreResource
     from analytics_platform.resources.mixpanel import MixpanelResource
