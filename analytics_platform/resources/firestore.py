@@ -57,12 +57,21 @@ _ENV_LOCK = threading.Lock()
 FirestoreMode = Literal["emulator", "firebase", "local_export"]
 
 
-@dataclass(frozen=True, order=True)
+def path_key(path: str) -> tuple[str, ...]:
+    """Sort key of a document path in Firestore's ``__name__`` order: segment by segment
+    (code-point order = UTF-8 byte order), not as one string."""
+    return tuple(path.strip("/").split("/"))
+
+
+@dataclass(frozen=True)
 class EventCursor:
     """A position in the (timestamp, document path) order of the event documents."""
 
     timestamp: dt.datetime  # aware, UTC
     path: str  # e.g. "app_usage_events/u1/events/e1"
+
+    def key(self) -> tuple:
+        return (_as_utc(self.timestamp), path_key(self.path))
 
 
 @dataclass
@@ -364,7 +373,8 @@ class FirestoreResource(ConfigurableResource):
         if not path.exists():
             get_dagster_logger().warning("Local Firestore export %s does not exist: no documents", path)
             return [], 0
-        documents, untimed = [], 0
+        by_path: dict[str, dict] = {}
+        untimed = 0
         with path.open(encoding="utf-8") as fh:
             for line_no, line in enumerate(fh, start=1):
                 if not line.strip():
@@ -393,8 +403,10 @@ class FirestoreResource(ConfigurableResource):
                 if len(parts) < 2 or len(parts) % 2 or parts[-2] != self.events_subcollection:
                     continue
                 user_id, event_id = _split_path(doc_path)
-                documents.append({"path": doc_path, "user_id": user_id, "event_id": event_id, "fields": fields})
-        documents.sort(key=lambda d: (d["fields"]["timestamp"], d["path"]))
+                # a path is one document: a later line replaces an earlier one
+                by_path[doc_path] = {"path": doc_path, "user_id": user_id, "event_id": event_id, "fields": fields}
+        documents = list(by_path.values())
+        documents.sort(key=lambda d: (d["fields"]["timestamp"], path_key(d["path"])))
         return documents, untimed
 
     def _local_pages(self, after, lower, upper, page_size, max_documents) -> Iterator[EventPage]:
@@ -403,7 +415,7 @@ class FirestoreResource(ConfigurableResource):
             d for d in documents
             if d["fields"]["timestamp"] >= lower
             and (upper is None or d["fields"]["timestamp"] < upper)
-            and (after is None or (d["fields"]["timestamp"], d["path"]) > (_as_utc(after.timestamp), after.path))
+            and (after is None or (d["fields"]["timestamp"], path_key(d["path"])) > after.key())
         ]
         if max_documents is not None:
             selected = selected[: max(max_documents, 0)]
