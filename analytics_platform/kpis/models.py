@@ -82,8 +82,10 @@ def evaluate_users(users: pd.DataFrame, params: ModelParams) -> pd.DataFrame:
 
     ``users`` has one row per inactive user and the columns
     ``user_id, days_inactive, n_scores, score_mean, score_stddev, score_sum, n_nan,
-    score_min, score_max, goal_target`` (the aggregates of the user's non-NULL scores in the
-    window; ``goal_target`` = highest ``interest_goal.target_score`` or NaN).
+    score_min, score_max, goal_target[, goal_nan]`` (the aggregates of the user's non-NULL
+    scores in the window; ``goal_target`` = highest non-NaN ``interest_goal.target_score`` or
+    NaN when the user has none; ``goal_nan`` = how many of the user's targets are NaN, which
+    fails the user).
 
     Returns ``user_id, days_inactive, n_scores, target, S, P, status, reason`` where status is
     ``ok`` (write P and S), ``no_scores`` (write S only; P is NaN) or ``failed`` (write
@@ -145,6 +147,9 @@ def _failure_reasons(
     set_where(n_nan > 0, pd.Series(n_nan).map(lambda k: f"{int(k)} score(s) are NaN").to_numpy())
     set_where(below, pd.Series(low).map(lambda v: f"score {v:g} outside [0, 100]").to_numpy())
     set_where(above, pd.Series(high).map(lambda v: f"score {v:g} outside [0, 100]").to_numpy())
+    if "goal_nan" in users:
+        goal_nan = users["goal_nan"].fillna(0).to_numpy(dtype=float)
+        set_where(goal_nan > 0, "interest_goal.target_score is NaN")
     set_where(~np.isfinite(target), pd.Series(target).map(lambda v: f"target {v} is not finite").to_numpy())
     set_where(~np.isfinite(s_value), "churn risk S is not finite (last activity or horizon)")
     set_where((n > 0) & ~np.isfinite(p_value), "goal probability P is not finite")

@@ -58,6 +58,7 @@ USER_COLUMNS = [
     "score_min",
     "score_max",
     "goal_target",
+    "goal_nan",
 ]
 
 
@@ -247,6 +248,7 @@ def fetch_inactive_users(conn: sa.Connection, params: RecalcParams, with_session
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame["n_scores"] = frame["n_scores"].astype(np.int64)
     frame["n_nan"] = frame["n_nan"].astype(np.int64)
+    frame["goal_nan"] = frame["goal_nan"].astype(np.int64)
     if frame.empty:
         frame["days_inactive"] = pd.Series(dtype=float)
         return frame

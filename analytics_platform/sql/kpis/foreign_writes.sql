@@ -1,6 +1,6 @@
 -- Rows of weekly_kpi written by something other than app_db/weekly_kpi since :low
 -- (a row whose updated_at is the watermark of one of this asset's runs is its own write).
--- {own_writes_filter} is `AND NOT EXISTS (...)` when weekly_kpi_recalc_runs exists, else empty.
+-- The own_writes_filter placeholder is own_writes_filter.sql when weekly_kpi_recalc_runs exists, else empty.
 SELECT count(*)          AS n_rows,
        max(w.updated_at) AS max_updated_at
 FROM weekly_kpi AS w

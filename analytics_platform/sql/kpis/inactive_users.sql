@@ -3,7 +3,7 @@
 --   :as_of           timestamptz  only activity strictly before it counts
 --   :lookback_start  timestamptz  as_of - lookback_days
 --   :inactive_until  timestamptz  as_of - threshold_days
--- {session_activity} is replaced by session_activity.sql when public.session exists, else
+-- The session_activity placeholder below is replaced by session_activity.sql when public.session exists, else
 -- by nothing (the table is optional).
 WITH activity AS (
     SELECT user_id, max(COALESCE(updated_at, created_at)) AS last_at
@@ -54,7 +54,9 @@ scores AS (
     GROUP BY e.user_id
 ),
 goals AS (
-    SELECT g.user_id, max(g.target_score) AS goal_target
+    SELECT g.user_id,
+           max(g.target_score) FILTER (WHERE g.target_score <> CAST('NaN' AS double precision)) AS goal_target,
+           count(*) FILTER (WHERE g.target_score = CAST('NaN' AS double precision))            AS goal_nan
     FROM interest_goal AS g
     JOIN inactive AS i ON i.user_id = g.user_id
     WHERE g.target_score IS NOT NULL
@@ -69,7 +71,8 @@ SELECT i.user_id,
        COALESCE(s.n_nan, 0)    AS n_nan,
        s.score_min,
        s.score_max,
-       g.goal_target
+       g.goal_target,
+       COALESCE(g.goal_nan, 0) AS goal_nan
 FROM inactive AS i
 LEFT JOIN scores AS s ON s.user_id = i.user_id
 LEFT JOIN goals AS g ON g.user_id = i.user_id
