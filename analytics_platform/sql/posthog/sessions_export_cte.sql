@@ -1,0 +1,13 @@
+    -- one row per session_id from PostHog's sessions export (the latest version of a
+    -- session when the export holds several), with only the optional columns we carry
+    SELECT session_id /*@export_columns*/
+    FROM (
+      SELECT
+        session_id,
+        /*@export_casts*/
+        ROW_NUMBER() OVER (PARTITION BY session_id ORDER BY /*@export_order*/) AS rn
+      FROM `{posthog_dataset}.sessions`
+      WHERE session_id IN (SELECT session_id FROM agg)
+      /*@export_filter*/
+    )
+    WHERE rn = 1
