@@ -113,6 +113,7 @@ def _load_statement(
     key_columns: Sequence[str],
     partition_column: Optional[str],
     preserve_on_update: Sequence[str],
+    match_filter: Optional[str] = None,
 ) -> str:
     """BigQuery-dialect statement moving the staged rows into the target table."""
     cols = ", ".join(f"`{c}`" for c in columns)
@@ -130,6 +131,10 @@ def _load_statement(
     if not key_columns:
         raise ValueError(f"{mode} needs key_columns")
     on = " AND ".join(f"T.`{k}` = S.`{k}`" for k in key_columns)
+    if match_filter:
+        # Extra condition on the target rows (e.g. a partition range): prunes the target
+        # scan on BigQuery; target rows outside it never match.
+        on = f"{on} AND ({match_filter})"
     insert = f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({src_cols})"
     if mode == "insert_missing":
         return f"MERGE {target} T USING {staging} S ON {on} {insert}"
@@ -231,6 +236,8 @@ class Warehouse(ConfigurableResource):
         partition_column: Optional[str] = None,
         partition_values: Sequence[Any] = (),
         preserve_on_update: Sequence[str] = (),
+        match_filter: Optional[str] = None,
+        match_params: Optional[Mapping[str, Any]] = None,
     ) -> LoadResult:
         """Load rows into ``dataset.table`` (created if missing), atomically per call.
 
@@ -240,6 +247,11 @@ class Warehouse(ConfigurableResource):
         * ``merge`` updates rows matching ``key_columns`` (except ``preserve_on_update``
           columns) and inserts the rest;
         * ``insert_missing`` inserts only rows whose key is absent.
+
+        ``match_filter`` (merge / insert_missing only) is a BigQuery-dialect condition on the
+        target alias ``T`` added to the key match, with values bound from ``match_params``
+        (e.g. ``"T.event_date BETWEEN @lo AND @hi"``): it limits (and on BigQuery prunes)
+        the target rows a key can match.
         """
         self.ensure_table(dataset, table, schema)
         arrow = _to_arrow(data, schema)
@@ -254,9 +266,12 @@ class Warehouse(ConfigurableResource):
                 key_columns,
                 partition_column,
                 preserve_on_update,
+                match_filter,
             )
-            params = {"_partitions": list(partition_values)} if mode == "replace_partitions" else None
-            affected = self.execute(stmt, params)
+            params = {"_partitions": list(partition_values)} if mode == "replace_partitions" else {}
+            if match_filter and match_params:
+                params.update(match_params)
+            affected = self.execute(stmt, params or None)
         finally:
             self._drop(dataset, staging)
         return LoadResult(rows_staged=arrow.num_rows, rows_affected=affected)
@@ -422,12 +437,16 @@ class DuckDBWarehouse(Warehouse):
             kwargs.get("key_columns", ()),
             kwargs.get("partition_column"),
             kwargs.get("preserve_on_update", ()),
+            kwargs.get("match_filter"),
         )
         params = (
             {"_partitions": [_to_utc(v) for v in kwargs.get("partition_values", ())]}
             if mode == "replace_partitions"
-            else None
+            else {}
         )
+        if kwargs.get("match_filter") and kwargs.get("match_params"):
+            params.update(self._params(kwargs["match_params"]) or {})
+        params = params or None
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
