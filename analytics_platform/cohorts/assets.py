@@ -305,7 +305,7 @@ def state_loss_temp_user_cohort(
     try:
         store.ensure_tables()
         ids = store.unsynced_ids()
-        marked_at = utc_now()
+        marked_at = utc_now().replace(microsecond=0)  # the value sent as state_loss_last_updated
         props = logic.marker_properties(settings.cohort_marker, marked_at)
 
         def remember(batch_ids: list[str]) -> None:
