@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from analytics_platform_tests.posthog.conftest import (
+from analytics_platform_tests.posthog.data import (
     D,
     OUT,
     metadata_of,
