@@ -1,0 +1,180 @@
+"""Fixtures of the engagement domain: an application database with the goal tables, helpers
+to write events (straight into the extraction table, or as Firestore documents), and to
+materialize the domain's assets the way Dagster runs them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any, Iterable, Optional
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from analytics_platform.engagement import store
+from analytics_platform.engagement.assets import ASSETS, MILESTONES_OP, SIGNALS_OP
+from analytics_platform.resources.app_db import AppDatabase
+from analytics_platform.resources.firestore import FirestoreResource
+
+UTC = dt.timezone.utc
+DAY = "2024-06-05"  # the partition used by most tests
+T = dt.datetime(2024, 6, 6, tzinfo=UTC)  # its as-of: the end of DAY
+WEEK = dt.timedelta(days=7)
+MS = dt.timedelta(milliseconds=1)
+
+# A small goal world: sub-category -> goal -> apps.
+FITNESS, SLEEP, FINANCE = 1, 2, 3
+GOAL_FITNESS, GOAL_SLEEP, GOAL_FINANCE = 10, 20, 30
+FIT_APP, FIT_APP_2, SLEEP_APP, MONEY_APP = "com.fit.app", "com.fit.other", "com.sleep.app", "com.money.app"
+NON_SERVICE_APP = "com.random.game"  # not in `apps`
+
+
+class EngagementDb:
+    """The application database of one test, with goal tables and helpers."""
+
+    def __init__(self, app_db: AppDatabase) -> None:
+        self.app_db = app_db
+        self._ids = itertools.count(1)
+
+    def run(self, sql: str, params: Optional[Any] = None) -> None:
+        with self.app_db.begin() as conn:
+            conn.execute(sa.text(sql), params or {})
+
+    def seed_world(self) -> "EngagementDb":
+        """Sub-categories, goals and service apps of the standard test world."""
+        self.run(
+            "INSERT INTO goal_sub_categories (id, name) VALUES (:id, :name)",
+            [{"id": FITNESS, "name": "Fitness"}, {"id": SLEEP, "name": "Sleep"}, {"id": FINANCE, "name": "Finance"}],
+        )
+        self.run(
+            "INSERT INTO goals (id, name, sub_category_id) VALUES (:id, :name, :sub)",
+            [
+                {"id": GOAL_FITNESS, "name": "Get fit", "sub": FITNESS},
+                {"id": GOAL_SLEEP, "name": "Sleep better", "sub": SLEEP},
+                {"id": GOAL_FINANCE, "name": "Save money", "sub": FINANCE},
+            ],
+        )
+        apps = [(1, FIT_APP, FITNESS), (2, FIT_APP_2, FITNESS), (3, SLEEP_APP, SLEEP), (4, MONEY_APP, FINANCE)]
+        self.run(
+            "INSERT INTO apps (id, package_name, name) VALUES (:id, :package, :package)",
+            [{"id": i, "package": p} for i, p, _ in apps],
+        )
+        self.run(
+            "INSERT INTO app_goal_sub_categories (app_id, sub_category_id) VALUES (:app, :sub)",
+            [{"app": i, "sub": s} for i, _, s in apps],
+        )
+        return self
+
+    def goal(self, user_id: str, goal_id: int, tier: int = 1) -> None:
+        self.run(
+            "INSERT INTO user_goals (user_id, goal_id, tier) VALUES (:u, :g, :t)",
+            {"u": user_id, "g": goal_id, "t": tier},
+        )
+
+    def events(self, rows: Iterable[dict]) -> int:
+        """Insert extracted events directly: dicts with user_id, app_id, ts and optional
+        fg (foreground_time_ms, default 1000) and session (default 's1')."""
+        values = []
+        for row in rows:
+            n = next(self._ids)
+            values.append(
+                {
+                    "path": f"app_usage_events/{row['user_id']}/events/ev{n:06d}",
+                    "user_id": row["user_id"],
+                    "event_id": f"ev{n:06d}",
+                    "app_id": row["app_id"],
+                    "fg": row.get("fg", 1000),
+                    "session": row.get("session", "s1"),
+                    "ts": row["ts"],
+                }
+            )
+        if values:
+            self.run(
+                f"""INSERT INTO {store.EVENTS_TABLE} (document_path, user_id, event_id, app_id,
+                        foreground_time_ms, session_id, event_timestamp, extracted_at)
+                    VALUES (:path, :user_id, :event_id, :app_id, :fg, :session, :ts, now())""",
+                values,
+            )
+        return len(values)
+
+    def event(self, user_id: str, app_id: str, ts: dt.datetime, fg: int = 1000, session: str = "s1") -> None:
+        self.events([{"user_id": user_id, "app_id": app_id, "ts": ts, "fg": fg, "session": session}])
+
+    def rows(self, table: str, day: str = DAY) -> dict[str, dict]:
+        with self.app_db.connect() as conn:
+            result = conn.execute(
+                sa.text(f"SELECT * FROM {table} WHERE as_of_date = :d ORDER BY user_id"),
+                {"d": dt.date.fromisoformat(day)},
+            )
+            return {r["user_id"]: dict(r) for r in result.mappings()}
+
+    def scalar(self, sql: str, params: Optional[dict] = None) -> Any:
+        with self.app_db.connect() as conn:
+            return conn.execute(sa.text(sql), params or {}).scalar()
+
+
+@pytest.fixture
+def eng_db(app_db: AppDatabase) -> EngagementDb:
+    """Application database with the (empty) goal tables and the engagement tables."""
+    with app_db.begin() as conn:
+        store.ensure_goal_tables(conn)
+        store.ensure_schema(conn)
+    return EngagementDb(app_db)
+
+
+@pytest.fixture
+def world(eng_db: EngagementDb) -> EngagementDb:
+    """``eng_db`` with the standard sub-categories, goals and service apps."""
+    return eng_db.seed_world()
+
+
+def emulator_resource(host: str, project: str, **overrides: Any) -> FirestoreResource:
+    return FirestoreResource(emulator_host=host, project_id=project, **overrides)
+
+
+def materialize(
+    app_db: AppDatabase,
+    keys: list[dg.AssetKey],
+    partition: Optional[str] = DAY,
+    run_config: Optional[dict] = None,
+    firestore: Optional[FirestoreResource] = None,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
+    resources: dict[str, Any] = {
+        "app_db": app_db,
+        # not read unless the extraction is selected
+        "firestore": firestore or FirestoreResource(local_export_path="/nonexistent/events.jsonl"),
+    }
+    return dg.materialize(
+        assets=ASSETS,
+        selection=dg.AssetSelection.assets(*keys),
+        partition_key=partition,
+        run_config=run_config,
+        resources=resources,
+        raise_on_error=raise_on_error,
+    )
+
+
+def user_ids_config(user_ids: list[str], signals: bool = True, milestones: bool = True) -> dict:
+    ops = {}
+    if signals:
+        ops[SIGNALS_OP] = {"config": {"user_ids": user_ids}}
+    if milestones:
+        ops[MILESTONES_OP] = {"config": {"user_ids": user_ids}}
+    return {"ops": ops}
+
+
+def materialization_metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, Any]:
+    for event in result.get_asset_materialization_events():
+        mat = event.materialization
+        if mat.asset_key == key:
+            return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    raise AssertionError(f"no materialization of {key.to_user_string()}")
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {
+        (e.asset_key.to_user_string(), e.check_name): e
+        for e in result.get_asset_check_evaluations()
+    }
