@@ -157,20 +157,22 @@ def load_sources(
     properties_type: str = "JSON",
     with_export: bool = True,
     events: Optional[list[dict]] = None,
+    ph: str = PH,
+    fb: str = FB,
 ) -> None:
     """Write the hand-made source tables (Firebase events with a REPEATED event_params)."""
     ev_schema = [Column(c.name, properties_type) if c.name == "properties" else c for c in POSTHOG_EVENTS_SCHEMA]
-    warehouse.load(pd.DataFrame(events or POSTHOG_EVENTS), PH, "events", ev_schema)
+    warehouse.load(pd.DataFrame(events or POSTHOG_EVENTS), ph, "events", ev_schema)
     if with_export:
-        warehouse.load(pd.DataFrame(SESSIONS_EXPORT), PH, "sessions", SESSIONS_EXPORT_SCHEMA)
-    warehouse.load(pd.DataFrame(FIREBASE_USERS), FB, "users", FIREBASE_USERS_SCHEMA)
+        warehouse.load(pd.DataFrame(SESSIONS_EXPORT), ph, "sessions", SESSIONS_EXPORT_SCHEMA)
+    warehouse.load(pd.DataFrame(FIREBASE_USERS), fb, "users", FIREBASE_USERS_SCHEMA)
     # Firebase's export shape: event_params is a REPEATED RECORD (created by DDL)
-    warehouse.ensure_dataset(FB)
+    warehouse.ensure_dataset(fb)
     cols = ", ".join(f"`{c.name}` {c.type}" for c in FIREBASE_EVENTS_SCHEMA)
     warehouse.execute(
-        f"CREATE TABLE `{FB}.events` ({cols}, `event_params` {FIREBASE_EVENT_PARAMS_DDL})"
+        f"CREATE TABLE `{fb}.events` ({cols}, `event_params` {FIREBASE_EVENT_PARAMS_DDL})"
     )
-    warehouse.load(pd.DataFrame(FIREBASE_EVENTS), FB, "events", FIREBASE_EVENTS_SCHEMA)
+    warehouse.load(pd.DataFrame(FIREBASE_EVENTS), fb, "events", FIREBASE_EVENTS_SCHEMA)
 
 
 def add_posthog_events(warehouse: Warehouse, rows: list[dict], properties_type: str = "JSON") -> None:
@@ -207,10 +209,10 @@ def materialize(
     )
 
 
-def read_sessions(warehouse: Warehouse, day: Optional[dt.date] = None) -> pd.DataFrame:
+def read_sessions(warehouse: Warehouse, day: Optional[dt.date] = None, out: str = OUT) -> pd.DataFrame:
     where = "WHERE session_date = @d" if day else ""
     df = warehouse.query(
-        f"SELECT * FROM `{OUT}.sessions` {where} ORDER BY session_id", {"d": day} if day else None
+        f"SELECT * FROM `{out}.sessions` {where} ORDER BY session_id", {"d": day} if day else None
     )
     return df.reset_index(drop=True)
 
