@@ -40,7 +40,7 @@ def materialize_step(defs: dg.Definitions, step: DemoStep, instance: dg.DagsterI
 def _summarise(result: dg.ExecuteInProcessResult) -> list[str]:
     lines = []
     for event in result.get_asset_materialization_events():
-        mat = event.asset_materialization
+        mat = event.event_specific_data.materialization  # DagsterEvent.asset_materialization is a method in 1.13
         meta = {k: getattr(v, "value", v) for k, v in (mat.metadata or {}).items()}
         counts = ", ".join(
             f"{k.split('/')[-1]}={v}"
