@@ -198,8 +198,7 @@ def sessions(
 
     loaded_at = utc_now()
     affected = 0
-    events_in_range = 0
-    events_without_session = 0
+    events_by_day: dict[str, dict[str, Any]] = {}
     stats_rows: list[dict[str, Any]] = []
     for first, last in contiguous_day_ranges(keys):
         window = logic.RunWindow(first, last, config.max_session_days)
@@ -213,19 +212,34 @@ def sessions(
             {"range_start": window.range_start, "range_end": window.range_end},
             posthog_dataset=ph,
         )
-        if len(ev):
-            events_in_range += _int(ev.iloc[0]["events_in_range"])
-            events_without_session += _int(ev.iloc[0]["events_without_session_id"])
+        events_by_day.update({str(r["day"])[:10]: r for r in ev.to_dict("records")})
         st = warehouse.run_file(
             "posthog/sessions_partition_stats", {"first_day": first, "last_day": last}, out_dataset=out
         )
         stats_rows.extend(st.to_dict("records"))
 
+    stats_by_day = {str(r["session_date"])[:10]: r for r in stats_rows}
+
     def total(col: str) -> int:
         return sum(_int(r.get(col)) for r in stats_rows)
 
-    per_day = {str(r["session_date"])[:10]: _int(r["session_count"]) for r in stats_rows}
+    # per-partition metadata: each day of a range run gets its own counts
+    for key in keys:
+        st, ev = stats_by_day.get(key, {}), events_by_day.get(key, {})
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": _int(st.get("session_count")),
+                "events_in_day": _int(ev.get("events_in_day")),
+                "events_without_session_id": _int(ev.get("events_without_session_id")),
+                "events_aggregated": _int(st.get("events_aggregated")),
+                "sessions_without_firebase_user": _int(st.get("without_firebase_user")),
+                "sessions_spanning_midnight": _int(st.get("spanning_midnight")),
+            },
+            partition_key=key,
+        )
+
     row_count = total("session_count")
+    events_without_session = sum(_int(r.get("events_without_session_id")) for r in events_by_day.values())
     dup, null_ids = total("duplicate_session_ids"), total("null_session_ids")
     bad_order, negative = total("end_before_start"), total("negative_counts")
     offending = lambda col: sorted(str(r["session_date"])[:10] for r in stats_rows if _int(r.get(col)) > 0)  # noqa: E731
@@ -234,14 +248,9 @@ def sessions(
         context.log.info(f"{events_without_session} events without $session_id were not loaded.")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": row_count,
-            "days": dg.MetadataValue.json([str(d) for d in sorted(per_day)] or [str(k) for k in keys]),
-            "sessions_by_day": dg.MetadataValue.json(per_day),
-            "events_in_range": events_in_range,
-            "events_without_session_id": events_without_session,
-            "events_aggregated": total("events_aggregated"),
-            "sessions_without_firebase_user": total("without_firebase_user"),
-            "sessions_spanning_midnight": total("spanning_midnight"),
+            "run_days": dg.MetadataValue.json([min(keys), max(keys)]),
+            "run_sessions_total": row_count,
+            "run_events_without_session_id_total": events_without_session,
             "rows_affected": affected,
             "carried_columns": dg.MetadataValue.json(list(plan.present_names)),
             "missing_optional_columns": dg.MetadataValue.json(list(plan.missing)),

@@ -126,7 +126,17 @@ def test_full_load_is_one_run_and_equals_day_by_day(duck):
     full = materialize(duck, partition_range=(days[0], days[-1]))
     assert full.success
     assert _sessions_step_count(full) == 1  # the whole range in one execution
-    assert sorted(m["partition"] for m in metadata_of(full)) == days
+    meta = {m["partition"]: m for m in metadata_of(full)}
+    assert sorted(meta) == days
+    # each partition reports its own counts, not the run's total
+    assert {d: meta[d]["dagster/row_count"] for d in days} == {
+        "2024-06-01": 0, "2024-06-02": 1, "2024-06-03": 3, "2024-06-04": 1, "2024-06-05": 0,
+    }
+    assert {d: meta[d]["events_without_session_id"] for d in days} == {
+        "2024-06-01": 0, "2024-06-02": 0, "2024-06-03": 2, "2024-06-04": 1, "2024-06-05": 0,
+    }
+    assert meta["2024-06-03"]["sessions_spanning_midnight"] == 1
+    assert meta["2024-06-03"]["run_sessions_total"] == 5
     full_rows = _comparable(read_sessions(duck))
     assert sorted(full_rows["session_id"]) == ["S0", "S1", "S2", "S3", "S4"]
 
