@@ -241,6 +241,7 @@ def _load_statement(
     partition_column: Optional[str],
     preserve_on_update: Sequence[str],
     parse_json: Sequence[str] = (),
+    match_filter: Optional[str] = None,
 ) -> str:
     """BigQuery-dialect statement moving the staged rows into the target table.
 
@@ -265,6 +266,10 @@ def _load_statement(
     if not key_columns:
         raise ValueError(f"{mode} needs key_columns")
     on = " AND ".join(f"T.`{k}` = S.`{k}`" for k in key_columns)
+    if match_filter:
+        # Extra condition on the target rows (e.g. a partition range): prunes the target
+        # scan on BigQuery; target rows outside it never match.
+        on = f"{on} AND ({match_filter})"
     insert = f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({src_cols})"
     if mode == "insert_missing":
         return f"MERGE {target} T USING {staging} S ON {on} {insert}"
@@ -286,6 +291,17 @@ class _LoadPlan:
     partition_column: Optional[str]
     preserve_on_update: tuple[str, ...]
     partitions: Optional[Param]
+    match_filter: Optional[str] = None
+    match_params: Optional[Mapping[str, Any]] = None
+
+    def statement_params(self) -> Optional[dict]:
+        """Parameters of the moving statement (partitions and/or match_params)."""
+        params: dict = {}
+        if self.mode == "replace_partitions":
+            params["_partitions"] = self.partitions
+        if self.match_filter and self.match_params:
+            params.update(self.match_params)
+        return params or None
 
 
 class Warehouse(ConfigurableResource):
@@ -387,6 +403,8 @@ class Warehouse(ConfigurableResource):
         partition_column: Optional[str] = None,
         partition_values: Sequence[Any] = (),
         preserve_on_update: Sequence[str] = (),
+        match_filter: Optional[str] = None,
+        match_params: Optional[Mapping[str, Any]] = None,
     ) -> LoadResult:
         """Load rows into ``dataset.table`` (created if missing), atomically per call.
 
@@ -402,9 +420,18 @@ class Warehouse(ConfigurableResource):
         For ``merge``/``insert_missing`` the batch is de-duplicated on the key (the last
         row of a key wins) and a NULL key is an error (it could never match, so every
         re-run would insert it again).
+
+        ``match_filter`` (merge / insert_missing only) is a BigQuery-dialect condition on the
+        target alias ``T`` added to the key match, its values bound from ``match_params``
+        (e.g. ``"T.event_date BETWEEN @lo AND @hi"``): it limits (and on BigQuery prunes)
+        the target rows a key can match.
         """
         plan = self._plan(dataset, table, schema, mode, key_columns, partition_column,
                           partition_values, preserve_on_update)
+        if match_filter:
+            if mode not in ("merge", "insert_missing"):
+                raise ValueError("match_filter applies to merge and insert_missing only")
+            plan = dataclasses.replace(plan, match_filter=match_filter, match_params=dict(match_params or {}))
         self.ensure_table(dataset, table, schema)
         arrow = _to_arrow(data, schema)
         if mode in ("merge", "insert_missing"):
@@ -461,6 +488,7 @@ class Warehouse(ConfigurableResource):
             plan.partition_column,
             plan.preserve_on_update,
             parse_json,
+            plan.match_filter,
         )
 
     def _load_staged(self, arrow: pa.Table, plan: _LoadPlan) -> int:
@@ -469,7 +497,7 @@ class Warehouse(ConfigurableResource):
         self._stage(arrow, plan.dataset, staging, plan.schema)
         try:
             stmt = self._load_statement_for(plan, f"`{plan.dataset}.{staging}`")
-            params = {"_partitions": plan.partitions} if plan.mode == "replace_partitions" else None
+            params = plan.statement_params()
             return self.execute(stmt, params)
         finally:
             self._drop(plan.dataset, staging)
@@ -808,7 +836,7 @@ class DuckDBWarehouse(Warehouse):
         """Staged in a TEMP table and moved inside one DuckDB transaction."""
         staging = _staging_name(plan.table)
         stmt = self._load_statement_for(plan, f"`{plan.dataset}.{staging}`")
-        params = {"_partitions": plan.partitions} if plan.mode == "replace_partitions" else None
+        params = plan.statement_params()
         duck_stmt, values = self._prepare(stmt, params)
         duck_stmt = duck_stmt.replace(f'"{plan.dataset}"."{staging}"', f'temp.main."{staging}"')
         casts = ", ".join(
@@ -983,7 +1011,7 @@ class BigQueryWarehouse(Warehouse):
             stmt = self._load_statement_for(
                 plan, f"`{plan.dataset}.{staging}`", [c.name for c in plan.schema if c.type == "JSON"]
             )
-            params = {"_partitions": plan.partitions} if plan.mode == "replace_partitions" else None
+            params = plan.statement_params()
             return self.execute(stmt, params)
         finally:
             self._drop(plan.dataset, staging)
