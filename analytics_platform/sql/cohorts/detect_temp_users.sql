@@ -9,39 +9,39 @@
 -- flagged when it is already in the cohort table or was removed from it on purpose.
 -- Identifiers: {events_dataset}.{events_table}, {cohort_dataset}.{cohort_table},
 -- {cohort_dataset}.{removed_table}.
-WITH events AS (
+-- A NULL device id (missing or empty) never joins. Each side is its own scan with an equality filter on event_name (pushed into the scan, so
+-- `properties` is only read for the cohort events).
+WITH privacy AS (
+  -- device_id only for Android (mp_os, falling back to $os): other privacy events get a
+  -- NULL key and never join (a key, not a filter: the JSON is read for this event only).
   SELECT
-    event_name,
     distinct_id,
     event_timestamp,
-    COALESCE(
-      NULLIF(JSON_VALUE(properties, '$."$device_id"'), ''),
-      NULLIF(JSON_VALUE(properties, '$.device_id'), '')
-    ) AS device_id,
-    COALESCE(
-      NULLIF(JSON_VALUE(properties, '$.mp_os'), ''),
-      JSON_VALUE(properties, '$."$os"')
-    ) AS os
+    CASE
+      WHEN COALESCE(NULLIF(JSON_VALUE(properties, '$.mp_os'), ''), JSON_VALUE(properties, '$."$os"')) = 'Android'
+      THEN COALESCE(
+        NULLIF(JSON_VALUE(properties, '$."$device_id"'), ''),
+        NULLIF(JSON_VALUE(properties, '$.device_id'), '')
+      )
+    END AS device_id
   FROM `{events_dataset}.{events_table}`
-  WHERE event_name IN ('impression_privacy', 'impression_restore_user_state_by_device_id')
-    AND event_timestamp >= @window_start
-    AND event_timestamp <= @restore_until
-),
-privacy AS (
-  SELECT distinct_id, device_id, event_timestamp
-  FROM events
   WHERE event_name = 'impression_privacy'
+    AND event_timestamp >= @window_start
     AND event_timestamp < @as_of
-    AND os = 'Android'
-    AND device_id IS NOT NULL
     AND distinct_id IS NOT NULL
     AND distinct_id != ''
 ),
 restore AS (
-  SELECT device_id, event_timestamp
-  FROM events
+  SELECT
+    event_timestamp,
+    COALESCE(
+      NULLIF(JSON_VALUE(properties, '$."$device_id"'), ''),
+      NULLIF(JSON_VALUE(properties, '$.device_id'), '')
+    ) AS device_id
+  FROM `{events_dataset}.{events_table}`
   WHERE event_name = 'impression_restore_user_state_by_device_id'
-    AND device_id IS NOT NULL
+    AND event_timestamp >= @window_start
+    AND event_timestamp <= @restore_until
 ),
 pairs AS (
   SELECT
