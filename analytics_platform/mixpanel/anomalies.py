@@ -1,0 +1,261 @@
+"""Event-spike rules and alert messages (pure functions, no Dagster, no I/O).
+
+Definitions (specs/mixpanel.md), for an event with threshold T and window W minutes:
+
+* windows are tumbling, aligned to UTC epoch multiples of W minutes;
+* a window is anomalous when its count is strictly greater than T;
+* a run examines the complete windows (``window_end <= as_of``) that ended within the last
+  ``lookback_minutes`` before ``as_of`` (``as_of - lookback < window_end <= as_of``);
+* cooldown C: walking an event's anomalous windows in time order, a window is alerted
+  unless an earlier *alerted* window of that event started less than C minutes before it
+  (exactly C minutes later is alerted); otherwise it is suppressed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional, Sequence
+from urllib.parse import quote
+
+UTC = dt.timezone.utc
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+ALERT = "alert"  # recorded as 'pending' until Slack confirms, then 'sent'
+SUPPRESSED = "suppressed"
+STATUS_SENT = "sent"
+STATUS_PENDING = "pending"
+STATUS_SUPPRESSED = "suppressed"
+
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_HEADER_TEXT = 150
+MAX_SAMPLES = 3
+SAMPLE_PROPERTIES = 6
+# Properties worth showing first in a sample (when present), then the others in order.
+PREFERRED_PROPERTIES = (
+    "$os",
+    "mp_os",
+    "$app_version_string",
+    "$device_id",
+    "mp_country_code",
+    "$city",
+    "$model",
+    "$insert_id",
+)
+_SKIPPED_PROPERTIES = {"time", "distinct_id"}
+
+
+def _micros(ts: dt.datetime) -> int:
+    ts = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_micros(value: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=value)
+
+
+@dataclass(frozen=True)
+class WindowRange:
+    """The complete windows a run examines: starts in ``[first_start, end)`` step W."""
+
+    window_minutes: int
+    first_start: dt.datetime
+    end: dt.datetime  # end of the last complete window (<= as_of)
+
+    @property
+    def count(self) -> int:
+        span = _micros(self.end) - _micros(self.first_start)
+        return max(0, span // (self.window_minutes * 60_000_000))
+
+    def starts(self) -> list[dt.datetime]:
+        step = dt.timedelta(minutes=self.window_minutes)
+        return [self.first_start + i * step for i in range(self.count)]
+
+
+def window_start_of(ts: dt.datetime, window_minutes: int) -> dt.datetime:
+    """Start of the tumbling W-minute window (epoch-aligned, UTC) that contains ``ts``."""
+    w = window_minutes * 60_000_000
+    return _from_micros((_micros(ts) // w) * w)
+
+
+def examined_windows(as_of: dt.datetime, window_minutes: int, lookback_minutes: int) -> WindowRange:
+    """Windows with ``as_of - lookback < window_end <= as_of`` (see module docstring)."""
+    if window_minutes <= 0:
+        raise ValueError("window_minutes must be positive")
+    if lookback_minutes < 0:
+        raise ValueError("lookback_minutes must not be negative")
+    w = window_minutes * 60_000_000
+    now = _micros(as_of)
+    last_end = (now // w) * w
+    earliest_end = ((now - lookback_minutes * 60_000_000) // w) * w + w
+    first_start = earliest_end - w
+    if earliest_end > last_end:
+        first_start = last_end  # nothing to examine
+    return WindowRange(window_minutes, _from_micros(first_start), _from_micros(last_end))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An anomalous window not recorded yet."""
+
+    event_name: str
+    window_start: dt.datetime
+    event_count: int
+
+
+def assign_statuses(
+    candidates: Iterable[Candidate],
+    alerted_history: Mapping[str, Iterable[dt.datetime]],
+    cooldown_minutes: int,
+) -> dict[tuple[str, dt.datetime], str]:
+    """``ALERT`` or ``SUPPRESSED`` for every candidate (the cooldown walk).
+
+    ``alerted_history``: per event, the starts of windows already recorded as alerted
+    ('sent' or 'pending') — the cooldown state that survives across runs.
+    """
+    if cooldown_minutes < 0:
+        raise ValueError("cooldown_minutes must not be negative")
+    cooldown = dt.timedelta(minutes=cooldown_minutes)
+    by_event: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        by_event.setdefault(c.event_name, []).append(c)
+    out: dict[tuple[str, dt.datetime], str] = {}
+    for event, items in by_event.items():
+        alerted = sorted(alerted_history.get(event, ()))
+        for c in sorted(items, key=lambda x: x.window_start):
+            i = bisect.bisect_left(alerted, c.window_start)  # alerted[:i] started earlier
+            previous = alerted[i - 1] if i > 0 else None
+            if previous is not None and c.window_start - previous < cooldown:
+                out[(event, c.window_start)] = SUPPRESSED
+            else:
+                out[(event, c.window_start)] = ALERT
+                bisect.insort(alerted, c.window_start)
+    return out
+
+
+# --------------------------------------------------------------------------- samples
+def _format_value(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summarise_sample(
+    distinct_id: Optional[str], event_time: dt.datetime, properties_json: Optional[str]
+) -> dict[str, Any]:
+    """A small, JSON-able view of one event: distinct_id, time and a few properties."""
+    props: dict[str, Any] = {}
+    try:
+        parsed = json.loads(properties_json) if properties_json else {}
+    except (TypeError, ValueError):
+        parsed = {}
+    if isinstance(parsed, dict):
+        keys = [k for k in PREFERRED_PROPERTIES if k in parsed]
+        keys += [k for k in parsed if k not in keys and k not in _SKIPPED_PROPERTIES]
+        for key in keys[:SAMPLE_PROPERTIES]:
+            props[key] = _format_value(parsed[key])
+    ts = event_time.astimezone(UTC) if event_time.tzinfo else event_time.replace(tzinfo=UTC)
+    return {
+        "distinct_id": distinct_id,
+        "time": ts.isoformat().replace("+00:00", "Z"),
+        "properties": props,
+    }
+
+
+# --------------------------------------------------------------------------- message
+@dataclass(frozen=True)
+class AlertContent:
+    event_name: str
+    window_start: dt.datetime
+    window_minutes: int
+    event_count: int
+    threshold: int
+    samples: Sequence[Mapping[str, Any]]
+    link: Optional[str] = None
+    rows_sql: Optional[str] = None
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _hhmm(ts: dt.datetime) -> str:
+    return ts.astimezone(UTC).strftime("%H:%M")
+
+
+def rows_sql(dataset: str, table: str, event_name: str, start: dt.datetime, end: dt.datetime) -> str:
+    """The query that lists the window's rows in the warehouse (BigQuery dialect)."""
+    name = event_name.replace("\\", "\\\\").replace("'", "\\'")
+    return (
+        f"SELECT * FROM `{dataset}.{table}` WHERE event_date = '{start.astimezone(UTC).date().isoformat()}' "
+        f"AND event_name = '{name}' "
+        f"AND event_timestamp >= '{start.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')} UTC' "
+        f"AND event_timestamp < '{end.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')} UTC'"
+    )
+
+
+def warehouse_link(
+    *,
+    engine: str,
+    project: Optional[str],
+    dataset: str,
+    table: str,
+    webserver_url: str,
+) -> str:
+    """Where the rows can be looked at: the BigQuery console table, else the Dagster asset."""
+    if engine == "bigquery" and project:
+        p = quote(project, safe="")
+        return (
+            f"https://console.cloud.google.com/bigquery?project={p}"
+            f"&ws=!1m5!1m4!4m3!1s{p}!2s{quote(dataset, safe='')}!3s{quote(table, safe='')}"
+        )
+    return f"{webserver_url.rstrip('/')}/assets/{quote(dataset, safe='')}/{quote(table, safe='')}"
+
+
+def build_alert(content: AlertContent) -> tuple[str, list[dict]]:
+    """(fallback text, Block Kit blocks) of one alert, within Slack's limits."""
+    start = content.window_start.astimezone(UTC)
+    end = start + dt.timedelta(minutes=content.window_minutes)
+    window = f"{_hhmm(start)}–{_hhmm(end)} UTC"
+    day = start.date().isoformat()
+    text = (
+        f":rotating_light: Event spike: {content.event_name} — {content.event_count} events "
+        f"in {day} {window} (threshold {content.threshold})"
+    )
+    blocks: list[dict] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _clip(f"Event spike: {content.event_name}", MAX_HEADER_TEXT)},
+        },
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": _clip(f"*Event*\n`{content.event_name}`", 2000)},
+                {"type": "mrkdwn", "text": f"*Count*\n{content.event_count}"},
+                {"type": "mrkdwn", "text": f"*Threshold*\n{content.threshold}"},
+                {"type": "mrkdwn", "text": f"*Window ({day})*\n{window}"},
+            ],
+        },
+    ]
+    samples = list(content.samples)[:MAX_SAMPLES]
+    if samples:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Sample events* ({len(samples)})"}})
+        for sample in samples:
+            body = json.dumps(sample, ensure_ascii=False, indent=1)
+            blocks.append(
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": _clip(f"```{_clip(body, MAX_SECTION_TEXT - 7)}```", MAX_SECTION_TEXT)},
+                }
+            )
+    if content.link or content.rows_sql:
+        parts = []
+        if content.link:
+            parts.append(f"<{content.link}|Rows in the warehouse>")
+        if content.rows_sql:
+            parts.append(f"```{_clip(content.rows_sql, MAX_SECTION_TEXT - 200)}```")
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip("\n".join(parts), MAX_SECTION_TEXT)}})
+    return text, blocks[:MAX_BLOCKS]

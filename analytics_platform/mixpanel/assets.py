@@ -1,0 +1,196 @@
+"""Mixpanel assets: raw events (daily partitions) and event-spike anomalies (thin wiring)."""
+
+
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from analytics_platform.common import (
+    contiguous_day_ranges,
+    daily_partitions,
+    parse_as_of,
+    partition_keys_of,
+    utc_now,
+)
+from analytics_platform.mixpanel.anomalies import warehouse_link
+from analytics_platform.mixpanel.detect import detect_and_alert
+from analytics_platform.mixpanel.events_config import EventsConfigError, events_config_from_settings
+from analytics_platform.mixpanel.ingest import ingest_ranges
+from analytics_platform.resources.mixpanel import MixpanelError, MixpanelResource
+from analytics_platform.resources.slack import SlackResource
+from analytics_platform.resources.warehouse import Warehouse
+from analytics_platform.settings import get_settings
+
+EVENTS_KEY = dg.AssetKey(["mixpanel_data", "mixpanel_events"])
+ANOMALIES_KEY = dg.AssetKey(["mixpanel_data", "event_anomalies"])
+GROUP = "mixpanel"
+OWNERS = ["team:data-platform"]
+
+# Daily UTC partitions from ANALYTICS_START_DATE up to and including the current day.
+EVENTS_PARTITIONS = daily_partitions(include_today=True)
+
+# Concurrency pool of every op that calls the Mixpanel export API (set its limit with
+# `dagster instance concurrency set mixpanel_export 1`): also covers UI/CLI backfills.
+EXPORT_POOL = "mixpanel_export"
+
+
+def _fail(message: str) -> dg.Failure:
+    return dg.Failure(description=message)
+
+
+@dg.asset(
+    key=EVENTS_KEY,
+    partitions_def=EVENTS_PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name=GROUP,
+    kinds={"mixpanel", "bigquery"},
+    owners=OWNERS,
+    pool=EXPORT_POOL,
+    tags={"domain": "mixpanel"},
+)
+def mixpanel_events(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, mixpanel: MixpanelResource
+) -> dg.MaterializeResult:
+    """Raw Mixpanel events, one row per `event_id`, in `{BIGQUERY_DATASET}.{BIGQUERY_TABLE}`.
+
+    Reads the Mixpanel Raw Event Export API (one query per contiguous range of the run's
+    partitions; a `--partition-range` backfill is ONE run) for the collected events
+    (enabled in `config/events_config.json` / `EVENTS_CONFIG`, plus `impression_privacy`
+    and `impression_restore_user_state_by_device_id`).  Writes new rows into the events
+    table (partitioned by `event_date`, UTC) and malformed lines into
+    `{dataset}.mixpanel_events_rejected`.
+
+    Re-run safety: rows are inserted only when their `event_id` is absent (`insert_missing`),
+    so re-running a day, overlapping fetches and the 15-minute refresh never duplicate a
+    row, and rows already loaded keep their `inserted_at`; a rejected line is recorded once
+    per (partition_date, line).  Rows of the fetched days whose event is no longer
+    collected are deleted, so a partition holds exactly the collected events.
+    """
+    settings = get_settings()
+    try:
+        config = events_config_from_settings(settings)
+    except EventsConfigError as exc:
+        raise _fail(str(exc)) from None
+    keys = partition_keys_of(context)
+    if not keys:
+        raise _fail("mixpanel_data/mixpanel_events is partitioned by UTC day: give --partition or --partition-range")
+    ranges = contiguous_day_ranges(keys)
+    events = config.collected_event_names()
+    context.log.info(
+        f"Fetching {len(keys)} day(s) in {len(ranges)} export request(s) for {len(events)} event(s)"
+    )
+    try:
+        result = ingest_ranges(
+            warehouse=warehouse,
+            mixpanel=mixpanel,
+            dataset=settings.bigquery_dataset,
+            table=settings.bigquery_table,
+            ranges=ranges,
+            events=events,
+            now=utc_now(),
+            log=context.log.info,
+        )
+    except MixpanelError as exc:  # already redacted; names the variable to fix on 401/403
+        raise _fail(str(exc)) from None
+    if result.rows_rejected:
+        context.log.warning(
+            f"{result.rows_rejected} malformed line(s) quarantined in "
+            f"{settings.bigquery_dataset}.mixpanel_events_rejected: {result.rejected_by_reason}"
+        )
+    rows = sum(result.partition_rows.get(k, 0) for k in keys)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            **result.metadata(),
+            "collected_events": dg.MetadataValue.json(events),
+            "partition_rows": dg.MetadataValue.json(result.partition_rows),
+            "table": f"{settings.bigquery_dataset}.{settings.bigquery_table}",
+        }
+    )
+
+
+class EventAnomaliesConfig(dg.Config):
+    as_of: Optional[str] = Field(
+        default=None, description="ISO-8601 UTC end of the examined period (default: now)"
+    )
+    lookback_minutes: int = Field(
+        default=60, ge=0, description="examine the complete windows that ended within this many minutes before as_of"
+    )
+    cooldown_minutes: int = Field(
+        default=5, ge=0, description="an alerted window suppresses the same event's windows starting less than this later"
+    )
+
+
+@dg.asset(
+    key=ANOMALIES_KEY,
+    deps=[EVENTS_KEY],
+    group_name=GROUP,
+    kinds={"bigquery", "slack"},
+    owners=OWNERS,
+    tags={"domain": "mixpanel"},
+)
+def event_anomalies(
+    context: dg.AssetExecutionContext,
+    config: EventAnomaliesConfig,
+    warehouse: Warehouse,
+    slack: SlackResource,
+) -> dg.MaterializeResult:
+    """Event spikes: `{BIGQUERY_DATASET}.event_anomalies`, one row per (event_name, window_start).
+
+    Reads the events table (per enabled event with an `alert_threshold`: counts per
+    tumbling, epoch-aligned window of `time_window_minutes`, in warehouse SQL) for the
+    complete windows that ended within `lookback_minutes` before `as_of`; a window whose
+    count is strictly greater than the threshold is anomalous.  Writes new anomalous
+    windows with `alert_status` 'pending' (to alert) or 'suppressed' (cooldown), posts
+    one Slack message per pending alert (to the event's `alert_channel`) and marks it 'sent'.
+
+    Re-run safety: a window is recorded at most once (`insert_missing` on
+    (event_name, window_start)) and only 'pending' rows are posted, so re-running over the
+    same data sends nothing new; undelivered alerts stay 'pending' and the next run
+    delivers them once, whatever its lookback.  The cooldown state is the table itself.
+    """
+    settings = get_settings()
+    try:
+        events_config = events_config_from_settings(settings)
+    except EventsConfigError as exc:
+        raise _fail(str(exc)) from None
+    as_of = parse_as_of(config.as_of)
+    link = warehouse_link(
+        engine=warehouse.engine,
+        project=getattr(warehouse, "project", None),
+        dataset=settings.bigquery_dataset,
+        table=settings.bigquery_table,
+        webserver_url=settings.dagster_webserver_url,
+    )
+    result = detect_and_alert(
+        warehouse=warehouse,
+        slack=slack,
+        config=events_config,
+        dataset=settings.bigquery_dataset,
+        table=settings.bigquery_table,
+        as_of=as_of,
+        lookback_minutes=config.lookback_minutes,
+        cooldown_minutes=config.cooldown_minutes,
+        default_channel=settings.slack_default_channel,
+        link=link,
+        log=context.log.info,
+    )
+    if result.alerts_pending:
+        context.log.warning(
+            f"{result.alerts_pending} alert(s) could not be delivered and stay pending "
+            f"(the next run retries them): {result.delivery_errors[:5]}"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.table_rows,
+            **result.metadata(),
+            "as_of": as_of.isoformat(),
+            "lookback_minutes": config.lookback_minutes,
+            "cooldown_minutes": config.cooldown_minutes,
+            "table": f"{settings.bigquery_dataset}.event_anomalies",
+        }
+    )
+
+
+ASSETS = [mixpanel_events, event_anomalies]

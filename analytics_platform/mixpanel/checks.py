@@ -1,0 +1,127 @@
+"""Asset checks of the raw events table.
+
+The uniqueness and NULL checks examine the days the latest ingestion wrote: the latest
+materialized partition and the ``MIXPANEL_LATE_DAYS`` days before it (the window the
+15-minute refresh and the late sweep rewrite) — bounded, so they stay cheap on BigQuery.
+"""
+
+
+import datetime as dt
+from typing import Optional
+
+import dagster as dg
+
+from analytics_platform.common import utc_now
+from analytics_platform.mixpanel.assets import EVENTS_KEY
+from analytics_platform.resources.warehouse import Warehouse
+from analytics_platform.settings import get_settings
+
+# The current day's partition must have been refreshed within this many minutes
+# (three 15-minute refresh intervals).
+FRESHNESS_MINUTES = 45
+
+
+def _latest_partition(instance: dg.DagsterInstance) -> Optional[dt.date]:
+    event = instance.get_latest_materialization_event(EVENTS_KEY)
+    mat = event.asset_materialization if event else None
+    if mat is None or not mat.partition:
+        return None
+    try:
+        return dt.date.fromisoformat(mat.partition)
+    except ValueError:
+        return None
+
+
+def _checked_days(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date]:
+    settings = get_settings()
+    anchor = _latest_partition(context.instance) or utc_now().date()
+    return anchor - dt.timedelta(days=max(settings.mixpanel_late_days, 0)), anchor
+
+
+def _table_exists(warehouse: Warehouse) -> bool:
+    s = get_settings()
+    return warehouse.table_exists(s.bigquery_dataset, s.bigquery_table)
+
+
+@dg.asset_check(asset=EVENTS_KEY, name="event_id_unique", description="No event_id appears twice in the recently written days.")
+def event_id_unique(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+    s = get_settings()
+    first, last = _checked_days(context)
+    if not _table_exists(warehouse):
+        return dg.AssetCheckResult(passed=True, metadata={"note": "table does not exist yet"})
+    dups = warehouse.run_file(
+        "mixpanel/check_duplicate_event_ids",
+        {"date_from": first, "date_to": last},
+        dataset=s.bigquery_dataset,
+        table=s.bigquery_table,
+    )
+    return dg.AssetCheckResult(
+        passed=len(dups) == 0,
+        metadata={
+            "checked_days": f"{first}..{last}",
+            "duplicated_event_ids": len(dups),
+            "examples": dg.MetadataValue.json([str(x) for x in dups["event_id"].tolist()[:10]]),
+        },
+    )
+
+
+@dg.asset_check(asset=EVENTS_KEY, name="event_timestamp_not_null", description="Every row has an event_timestamp and an event_id.")
+def event_timestamp_not_null(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+    s = get_settings()
+    first, last = _checked_days(context)
+    if not _table_exists(warehouse):
+        return dg.AssetCheckResult(passed=True, metadata={"note": "table does not exist yet"})
+    row = warehouse.run_file(
+        "mixpanel/check_null_timestamps",
+        {"date_from": first, "date_to": last},
+        dataset=s.bigquery_dataset,
+        table=s.bigquery_table,
+    ).iloc[0]
+    nulls = int(row["null_timestamps"] or 0)
+    null_ids = int(row["null_event_ids"] or 0)
+    return dg.AssetCheckResult(
+        passed=nulls == 0 and null_ids == 0,
+        metadata={
+            "checked_days": f"{first}..{last}",
+            "null_event_timestamps": nulls,
+            "null_event_ids": null_ids,
+            "rows_checked": int(row["rows_checked"] or 0),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=EVENTS_KEY,
+    name="current_day_fresh",
+    description=f"The current UTC day's partition was refreshed within the last {FRESHNESS_MINUTES} minutes.",
+)
+def current_day_fresh(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+    s = get_settings()
+    now = utc_now()
+    today = now.date()
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=EVENTS_KEY, asset_partitions=[today.isoformat()]), limit=1
+    ).records
+    last = (
+        dt.datetime.fromtimestamp(records[0].timestamp, tz=dt.timezone.utc) if records else None
+    )
+    age = (now - last).total_seconds() / 60 if last else None
+    metadata = {
+        "today": today.isoformat(),
+        "last_refresh": last.isoformat() if last else "never",
+        "minutes_since_refresh": round(age, 1) if age is not None else -1,
+        "allowed_minutes": FRESHNESS_MINUTES,
+    }
+    if _table_exists(warehouse):
+        row = warehouse.run_file(
+            "mixpanel/check_current_day", {"today": today}, dataset=s.bigquery_dataset, table=s.bigquery_table
+        ).iloc[0]
+        metadata["rows_today"] = int(row["rows_today"] or 0)
+    return dg.AssetCheckResult(
+        passed=age is not None and age <= FRESHNESS_MINUTES,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+    )
+
+
+ASSET_CHECKS = [event_id_unique, event_timestamp_not_null, current_day_fresh]

@@ -1,0 +1,428 @@
+"""Bulk parsing of a Mixpanel raw-export file (JSON lines) into warehouse rows.
+
+Pure data logic (no Dagster, no warehouse): the file is read in large blocks whose lines
+become an Arrow string column without a Python object per line; an in-process DuckDB
+(one thread, bounded memory) parses each block set-wise with its JSON functions:
+
+* ``event_id``: ``properties.$insert_id``, else ``'h:' || md5(event, distinct_id, time,
+  properties)`` (deterministic);
+* ``event_timestamp``: ``properties.time`` in seconds or milliseconds (values from
+  ``1e11`` on are milliseconds) as a UTC timestamp with microsecond precision;
+* ``properties``: the **raw text** of the properties object cut out of the line, so
+  unicode escapes, key order, nesting and integers beyond 2^53 are kept exactly; only for
+  a line whose shape is not Mixpanel's ``{"event":…,"properties":{…}}`` the object is
+  re-serialised by DuckDB (values and big integers are still exact);
+* rejected lines (not JSON, not an object, no ``event`` string, no ``properties`` object,
+  no usable ``properties.time``) come back with a ``reason``; blank lines are skipped.
+
+Memory is flat in the size of the file: at most one block and one output batch are held.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+BLOCK_BYTES = 16 << 20  # read size; a block is parsed with one DuckDB query
+BATCH_ROWS = 200_000  # rows per yielded batch (one warehouse load each)
+MS_THRESHOLD = 100_000_000_000  # time >= 1e11 is in milliseconds (1e11 s is year 5138)
+MAX_TIME = 100_000_000_000_000  # 1e14 ms is year 5138: anything larger is not a time
+MAX_REJECTED_LINE_CHARS = 100_000
+
+REJECT_REASONS = (
+    "invalid_json",
+    "invalid_utf8",
+    "not_an_object",
+    "missing_event",
+    "missing_properties",
+    "missing_time",
+    "invalid_time",
+)
+
+# Columns of a parsed event batch (the warehouse table adds inserted_at).
+PARSED_COLUMNS = (
+    "event_id",
+    "event_name",
+    "distinct_id",
+    "event_timestamp",
+    "event_date",
+    "properties",
+    "device_id",
+    "os",
+    "mp_processing_time_ms",
+)
+
+# Local processing SQL (DuckDB dialect, run by the in-process parser; never on BigQuery).
+# Each JSON function runs once per line: the stages are separate queries because DuckDB
+# re-evaluates an expression under CASE for every reference to it.
+
+# Stage 1, over ``blk(line_no, line)``: string operations only.  Mixpanel's own shape is
+# '{"event":<S>,"properties":<X>}'; the first '"properties":' is that key when the text
+# before it is exactly '{"event":<one JSON string>,' (the pattern cannot occur inside a
+# JSON string: its quotes would be escaped).  When S is a JSON string and X a JSON object,
+# the line is valid and X is the raw properties text, cut out unchanged.
+_SHAPE_SQL = r"""
+SELECT line_no, s_tok, x,
+       shaped
+       AND starts_with(s_tok, '"') AND starts_with(x, '{')
+       AND json_valid(s_tok) AND json_valid(x) AS fast_ok
+FROM (
+    SELECT line_no,
+           starts_with(line, '{"event":') AND ppos > 11
+           AND substr(line, ppos - 1, 1) = ',' AND substr(line, body_len, 1) = '}' AS shaped,
+           substr(line, 10, greatest(ppos - 11, 0)) AS s_tok,
+           substr(line, ppos + 13, greatest(body_len - ppos - 13, 0)) AS x
+    FROM (
+        SELECT line_no, line,
+               instr(line, '"properties":') AS ppos,
+               length(line) - CASE WHEN suffix(line, E'\r\n') THEN 2 WHEN suffix(line, E'\n') THEN 1 ELSE 0 END AS body_len
+        FROM blk
+    )
+)
+"""
+
+# Stage 2a, over ``fx(line_no, s_tok, x)`` (lines of Mixpanel's shape): one parse of X.
+_FAST_SQL = r"""
+SELECT line_no,
+       CAST(NULL AS VARCHAR) AS reason,
+       json_extract_string(s_tok, '$') AS event_name,
+       f[1] AS time_text,
+       f[2] AS distinct_id,
+       f[3] AS insert_id,
+       f[4] AS device_id,
+       COALESCE(f[5], f[6]) AS os,
+       f[7] AS processing_text,
+       x AS properties,
+       false AS reserialised,
+       CAST(NULL AS VARCHAR) AS raw_line
+FROM (
+    SELECT line_no, s_tok, x,
+           json_extract_string(x, ['$.time', '$.distinct_id', '$."$insert_id"', '$."$device_id"',
+                                   '$."$os"', '$.mp_os', '$.mp_processing_time_ms']) AS f
+    FROM fx
+)
+"""
+
+# Stage 2b, over ``sx(line_no, line)`` (every other line; rare): the general path.
+_SLOW_SQL = r"""
+WITH v AS MATERIALIZED (
+    SELECT line_no, line, ok,
+           CASE WHEN ok THEN json_type(line, ['$', '$.event', '$.properties']) END AS t,
+           CASE WHEN ok THEN json_extract_string(line, [
+               '$.event', '$.properties.time', '$.properties.distinct_id',
+               '$.properties."$insert_id"', '$.properties."$device_id"',
+               '$.properties."$os"', '$.properties.mp_os', '$.properties.mp_processing_time_ms'
+           ]) END AS f
+    FROM (SELECT line_no, line, json_valid(line) AS ok FROM sx)
+), r AS MATERIALIZED (
+    SELECT line_no, line, f,
+           CASE
+               WHEN NOT ok THEN CASE
+                   WHEN starts_with(line, chr(0)) THEN 'invalid_utf8'
+                   WHEN trim(line, E' \t\r\n') = '' THEN 'blank'
+                   ELSE 'invalid_json' END
+               WHEN t[1] <> 'OBJECT' THEN 'not_an_object'
+               WHEN t[2] IS DISTINCT FROM 'VARCHAR' THEN 'missing_event'
+               WHEN t[3] IS DISTINCT FROM 'OBJECT' THEN 'missing_properties'
+           END AS reason
+    FROM v
+)
+SELECT line_no, reason,
+       f[1] AS event_name,
+       f[2] AS time_text,
+       f[3] AS distinct_id,
+       f[4] AS insert_id,
+       f[5] AS device_id,
+       COALESCE(f[6], f[7]) AS os,
+       f[8] AS processing_text,
+       CASE WHEN reason IS NULL THEN CAST(json_extract(line, '$.properties') AS VARCHAR) END AS properties,
+       reason IS NULL AS reserialised,
+       CASE WHEN reason IS NOT NULL THEN
+           rtrim(rtrim(CASE WHEN reason = 'invalid_utf8' THEN substr(line, 2) ELSE line END, E'\n'), E'\r')
+       END AS raw_line
+FROM r
+WHERE reason IS NULL OR reason <> 'blank'
+"""
+
+# Stage 3, over ``px`` (stage 2 rows): time, identity and the remaining reasons.
+_FINAL_SQL = r"""
+WITH c AS (
+    SELECT *,
+           CASE
+               WHEN reason IS NOT NULL THEN reason
+               WHEN event_name IS NULL OR event_name = '' THEN 'missing_event'
+               WHEN time_text IS NULL THEN 'missing_time'
+               WHEN tnum IS NULL OR NOT isfinite(tnum) OR tnum <= 0 OR tnum >= {max_time} THEN 'invalid_time'
+           END AS why
+    FROM (SELECT *, TRY_CAST(time_text AS DOUBLE) AS tnum FROM px)
+)
+SELECT line_no,
+       why AS reason,
+       CASE WHEN why IS NOT NULL THEN NULL
+            WHEN insert_id IS NULL OR insert_id = ''
+            THEN 'h:' || md5(concat_ws(chr(31), event_name, COALESCE(distinct_id, ''), time_text, properties))
+            ELSE insert_id
+       END AS event_id,
+       event_name,
+       distinct_id,
+       ts AS event_timestamp,
+       CAST(ts AS DATE) AS event_date,
+       properties,
+       device_id,
+       os,
+       TRY_CAST(TRY_CAST(processing_text AS DOUBLE) AS BIGINT) AS mp_processing_time_ms,
+       reserialised,
+       raw_line
+FROM (
+    SELECT *,
+           CASE WHEN why IS NULL THEN make_timestamp(CAST(round(
+               CASE WHEN tnum >= {ms_threshold} THEN tnum * 1000 ELSE tnum * 1000000 END) AS BIGINT)) END AS ts
+    FROM c
+)
+"""
+
+
+@dataclass
+class ParseStats:
+    lines: int = 0  # non-blank lines read
+    blank_lines: int = 0
+    valid: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict = field(default_factory=dict)
+    duplicates_in_batches: int = 0  # duplicates collapsed inside a batch (first occurrence kept)
+    reserialised_properties: int = 0
+
+
+@dataclass
+class ParsedBatch:
+    events: pa.Table  # PARSED_COLUMNS + line_no, unique event_id within the batch
+    rejected: pa.Table  # line_no, raw_line, reason
+
+
+def _line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[bytes, np.ndarray]]:
+    """(data, offsets) per block: ``data`` holds whole lines, ``offsets`` their starts + end."""
+    with open(path, "rb", buffering=0) as handle:
+        rest = b""
+        while True:
+            chunk = handle.read(block_bytes)
+            if not chunk:
+                if rest:
+                    data, rest = rest + b"\n", b""
+                else:
+                    return
+            else:
+                data = rest + chunk if rest else chunk
+                cut = data.rfind(b"\n")
+                if cut < 0:  # one line longer than the block: keep reading
+                    rest = data
+                    continue
+                data, rest = data[: cut + 1], data[cut + 1 :]
+            newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+            offsets = np.empty(len(newlines) + 1, dtype=np.int64)
+            offsets[0] = 0
+            offsets[1:] = newlines + 1
+            yield data, offsets
+
+
+def _block_table(data: bytes, offsets: np.ndarray, first_line_no: int) -> pa.Table:
+    """Arrow table (line_no, line) over ``data`` without copying a line into Python."""
+    n = len(offsets) - 1
+    lines = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+    try:
+        lines.validate(full=True)  # UTF-8 check of the whole block at C speed
+    except pa.ArrowInvalid:
+        # Rare: a line is not UTF-8.  Decode line by line; a bad line becomes U+FFFD text
+        # that is not valid JSON... unless it happens to be, so mark it explicitly.
+        texts = []
+        for i in range(n):
+            raw = data[offsets[i] : offsets[i + 1]]
+            try:
+                texts.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append("\x00" + raw.decode("utf-8", "replace"))  # NUL: never valid JSON
+        lines = pa.array(texts, type=pa.large_string())
+    line_no = pa.array(np.arange(first_line_no, first_line_no + n, dtype=np.int64))
+    return pa.table({"line_no": line_no, "line": lines})
+
+
+def _dedup_first(table: pa.Table) -> tuple[pa.Table, int]:
+    """Keep the first row (lowest line_no) per event_id; return (table, rows dropped)."""
+    if table.num_rows == 0:
+        return table, 0
+    distinct = pc.count_distinct(table.column("event_id")).as_py()
+    if distinct == table.num_rows:
+        return table, 0
+    firsts = table.group_by("event_id").aggregate([("line_no", "min")]).column("line_no_min")
+    kept = table.filter(pc.is_in(table.column("line_no"), value_set=firsts))
+    return kept.sort_by("line_no"), table.num_rows - kept.num_rows
+
+
+class ExportParser:
+    """Streams :class:`ParsedBatch` es out of one export file (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        batch_rows: int = BATCH_ROWS,
+        block_bytes: int = BLOCK_BYTES,
+        memory_limit: str = "256MB",
+        threads: int = 1,
+    ) -> None:
+        self.batch_rows = batch_rows
+        self.block_bytes = block_bytes
+        self.stats = ParseStats()
+        self._con = duckdb.connect(":memory:")
+        self._con.execute("SET TimeZone='UTC'")
+        self._con.execute(f"SET threads={int(threads)}")
+        self._con.execute(f"SET memory_limit='{memory_limit}'")
+        # 64-bit hashes of every kept event_id, to count duplicates across batches exactly
+        # enough (a collision among 5M ids has probability ~1e-6) in flat, small memory.
+        self._con.execute("CREATE TABLE seen_ids (h UBIGINT)")
+        self._final_sql = _FINAL_SQL.replace("{ms_threshold}", str(MS_THRESHOLD)).replace(
+            "{max_time}", str(MAX_TIME)
+        )
+
+    def duplicates_total(self) -> int:
+        """Rows collapsed because their event_id appeared earlier in this export."""
+        seen, distinct = self._con.execute("SELECT count(*), count(DISTINCT h) FROM seen_ids").fetchone()
+        return int(self.stats.duplicates_in_batches + seen - distinct)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> "ExportParser":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _sql(self, sql: str, **tables: pa.Table) -> pa.Table:
+        for name, table in tables.items():
+            self._con.register(name, table)
+        try:
+            return self._con.sql(sql).to_arrow_table()
+        finally:
+            for name in tables:
+                self._con.unregister(name)
+
+    def _parse_block(self, blk: pa.Table) -> Optional[pa.Table]:
+        """One block -> rows of every non-blank line (``reason`` NULL for a good event)."""
+        shaped = self._sql(_SHAPE_SQL, blk=blk)
+        fast_ok = shaped.column("fast_ok")
+        fast = shaped.filter(fast_ok).select(["line_no", "s_tok", "x"])
+        parts = []
+        if fast.num_rows:
+            parts.append(self._sql(_FAST_SQL, fx=fast))
+        if fast.num_rows < blk.num_rows:
+            slow = blk.filter(pc.invert(fast_ok))
+            parts.append(self._sql(_SLOW_SQL, sx=slow))
+        del shaped, fast
+        if not parts:
+            return None
+        rows = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
+        out = self._sql(self._final_sql, px=rows)
+        # Lines that stage 3 rejected (event name or time unusable) need their raw text.
+        need = pc.and_(pc.is_valid(out.column("reason")), pc.is_null(out.column("raw_line")))
+        if pc.any(need).as_py():
+            first = blk.column("line_no")[0].as_py()
+            index = pc.subtract(out.column("line_no"), first)
+            texts = pc.take(blk.column("line"), pc.if_else(need, index, 0))
+            texts = pc.utf8_rtrim(texts, characters="\r\n").cast(pa.string())
+            raw = pc.if_else(need, texts, out.column("raw_line").cast(pa.string()))
+            out = out.set_column(out.schema.get_field_index("raw_line"), "raw_line", raw)
+        return out
+
+    def parse(self, path: Path | str) -> Iterator[ParsedBatch]:
+        """Yield batches of at most ``batch_rows`` parsed events (plus the rejected lines)."""
+        path = Path(path)
+        if not path.exists() or os.path.getsize(path) == 0:
+            return
+        line_no = 0
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        rejected: list[pa.Table] = []
+        for data, offsets in _line_blocks(path, self.block_bytes):
+            blk = _block_table(data, offsets, line_no)
+            line_no += blk.num_rows
+            out = self._parse_block(blk)
+            del blk
+            if out is None:
+                continue
+            is_rejected = pc.is_valid(out.column("reason"))
+            bad = out.filter(is_rejected)
+            good = out.filter(pc.invert(is_rejected))
+            self.stats.lines += bad.num_rows + good.num_rows
+            if bad.num_rows:
+                rejected.append(bad.select(["line_no", "raw_line", "reason"]))
+                for reason in bad.column("reason").to_pylist():
+                    self.stats.rejected_by_reason[reason] = self.stats.rejected_by_reason.get(reason, 0) + 1
+                self.stats.rejected += bad.num_rows
+            if good.num_rows:
+                pending.append(good)
+                pending_rows += good.num_rows
+            if pending_rows >= self.batch_rows:
+                yield self._finish(pending, rejected)
+                pending, rejected, pending_rows = [], [], 0
+        self.stats.blank_lines = line_no - self.stats.lines
+        if pending or rejected:
+            yield self._finish(pending, rejected)
+
+    def _finish(self, pending: list[pa.Table], rejected: list[pa.Table]) -> ParsedBatch:
+        if pending:
+            table = pa.concat_tables(pending).combine_chunks()
+            self.stats.valid += table.num_rows
+            self.stats.reserialised_properties += pc.sum(table.column("reserialised")).as_py() or 0
+            table, dropped = _dedup_first(table)
+            self.stats.duplicates_in_batches += dropped
+            events = table.select(["line_no", *PARSED_COLUMNS])
+            self._con.register("kept", events.select(["event_id"]))
+            try:
+                self._con.execute("INSERT INTO seen_ids SELECT hash(event_id) FROM kept")
+            finally:
+                self._con.unregister("kept")
+        else:
+            events = _empty_events()
+        rej = pa.concat_tables(rejected) if rejected else _empty_rejected()
+        if rej.num_rows:
+            raw = pc.utf8_slice_codeunits(rej.column("raw_line"), 0, MAX_REJECTED_LINE_CHARS)
+            rej = rej.set_column(rej.schema.get_field_index("raw_line"), "raw_line", raw)
+        return ParsedBatch(events=events, rejected=rej)
+
+
+def _empty_events() -> pa.Table:
+    return pa.table(
+        {
+            "line_no": pa.array([], pa.int64()),
+            "event_id": pa.array([], pa.string()),
+            "event_name": pa.array([], pa.string()),
+            "distinct_id": pa.array([], pa.string()),
+            "event_timestamp": pa.array([], pa.timestamp("us")),
+            "event_date": pa.array([], pa.date32()),
+            "properties": pa.array([], pa.string()),
+            "device_id": pa.array([], pa.string()),
+            "os": pa.array([], pa.string()),
+            "mp_processing_time_ms": pa.array([], pa.int64()),
+        }
+    )
+
+
+def _empty_rejected() -> pa.Table:
+    return pa.table(
+        {
+            "line_no": pa.array([], pa.int64()),
+            "raw_line": pa.array([], pa.string()),
+            "reason": pa.array([], pa.string()),
+        }
+    )
+
+
+def utc_date_of(ts: dt.datetime) -> dt.date:
+    return ts.astimezone(dt.timezone.utc).date() if ts.tzinfo else ts.date()

@@ -1,0 +1,2 @@
+-- Rows of a table (materialization metadata of small tables).
+SELECT COUNT(*) AS n FROM `{dataset}.{table}`
