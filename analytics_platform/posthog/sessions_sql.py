@@ -276,7 +276,6 @@ class RunWindow:
             "range_end": self.range_end,
             "read_start": self.read_start,
             "read_end": self.read_end,
-            "max_session_days": int(self.max_session_days),
             "fb_start_us": to_micros(self.range_start),
             "fb_end_us": to_micros(self.read_end),
             "fb_first_date": fb_first.strftime("%Y%m%d"),

@@ -1,6 +1,8 @@
 -- posthog_aggregated.persons rebuilt from posthog_aggregated.sessions in ONE atomic MERGE:
 -- every old row not in the new result is deleted and the new rows inserted together, so
 -- readers never see a half-built table and a re-run gives the same rows.
+-- The join never matches (new rows carry this run's @loaded_at): "ON FALSE" semantics with
+-- a hash join on DuckDB (a constant FALSE makes it a quadratic nested loop there).
 -- Parameters: @loaded_at TIMESTAMP.
 MERGE `{out_dataset}.persons` T
 USING (
@@ -20,7 +22,8 @@ USING (
   WHERE distinct_id IS NOT NULL
   GROUP BY distinct_id
 ) S
-ON FALSE
+ON T.distinct_id = S.distinct_id
+  AND T._loaded_at = S._loaded_at
 WHEN NOT MATCHED BY SOURCE THEN
   DELETE
 WHEN NOT MATCHED BY TARGET THEN

@@ -1,6 +1,11 @@
 -- posthog_aggregated.sessions for the UTC days [@first_day, @last_day], rebuilt as ONE
--- atomic MERGE: rows of those days that the new result does not contain are deleted and
--- the new rows inserted in the same statement, so a re-run replaces each day as a unit.
+-- atomic MERGE: every existing row of those days is deleted and the new rows are inserted
+-- in the same statement, so a re-run replaces each day as a unit.
+--
+-- The join condition never holds (the new rows carry this run's @loaded_at, which no
+-- existing row has), so the MERGE behaves exactly like BigQuery's documented
+-- "ON FALSE" partition-replace idiom; the equalities are there so that DuckDB plans a hash
+-- join instead of a nested loop over (new rows x whole table), which is quadratic.
 --
 -- Identifiers: {posthog_dataset}, {firebase_dataset}, {out_dataset} (validated).
 -- Fragment markers (comments of the form slash-star-at-name) are replaced by
@@ -9,8 +14,7 @@
 -- Parameters (all bound):
 --   @first_day, @last_day        DATE       the partitions written (inclusive)
 --   @range_start, @range_end     TIMESTAMP  [first_day 00:00, last_day + 1 day 00:00)
---   @read_start, @read_end       TIMESTAMP  range widened by @max_session_days on both sides
---   @max_session_days            INT64      how many days after its start day a session may run
+--   @read_start, @read_end       TIMESTAMP  range widened by max_session_days (run config) on both sides
 --   @fb_start_us, @fb_end_us     INT64      Firebase event_timestamp bounds (microseconds)
 --   @fb_first_date, @fb_last_date STRING    Firebase event_date bounds (YYYYMMDD, +-1 day margin)
 --   @event_created_event, @quiz_started_event, @quiz_completed_event, @scroll_event  STRING
@@ -44,47 +48,41 @@ USING (
     WHERE session_id IS NOT NULL AND session_id != ''
   ),
 
-  -- a session belongs to the UTC day of its first event
-  starts AS (
-    SELECT session_id, MIN(ts) AS first_ts
+  -- one pass over the events: a session belongs to the UTC day of its first event (HAVING);
+  -- the read window reaches max_session_days past the run's days, so a session that runs
+  -- past midnight is complete, and one that started before the run's first day is seen
+  -- starting there (and left out) instead of being mistaken for a session of that day.
+  agg AS (
+    SELECT
+      session_id,
+      -- distinct_id of the session's latest event (ties: the greatest id), deterministic
+      SUBSTR(
+        MAX(CONCAT(LPAD(CAST(UNIX_MICROS(ts) AS STRING), 20, '0'), distinct_id)),
+        21
+      ) AS distinct_id,
+      MIN(ts) AS session_start,
+      MAX(ts) AS session_end,
+      COUNT(*) AS event_count,
+      COUNTIF(event = '$pageview') AS pageview_count,
+      COUNTIF(event = '$screen') AS screen_count,
+      COUNTIF(event = '$autocapture') AS autocapture_count,
+      COUNTIF(event = @event_created_event) AS events_created_count,
+      COUNTIF(event = @quiz_started_event) AS quiz_started_count,
+      COUNTIF(event = @quiz_completed_event) AS quiz_completed_count,
+      COUNTIF(event = @scroll_event) AS scroll_event_count,
+      MAX(
+        CASE
+          WHEN touch_y IS NOT NULL
+           AND screen_height IS NOT NULL
+           AND NOT IS_NAN(touch_y) AND NOT IS_INF(touch_y)
+           AND NOT IS_NAN(screen_height) AND NOT IS_INF(screen_height)
+           AND screen_height > 0
+          THEN LEAST(GREATEST(touch_y / screen_height, 0.0), 1.0)
+        END
+      ) AS max_scroll_depth
     FROM session_events
     GROUP BY session_id
     HAVING MIN(ts) >= @range_start AND MIN(ts) < @range_end
-  ),
-
-  agg AS (
-    SELECT
-      e.session_id,
-      -- distinct_id of the session's latest event (ties: the greatest id), deterministic
-      SUBSTR(
-        MAX(CONCAT(LPAD(CAST(UNIX_MICROS(e.ts) AS STRING), 20, '0'), e.distinct_id)),
-        21
-      ) AS distinct_id,
-      MIN(e.ts) AS session_start,
-      MAX(e.ts) AS session_end,
-      COUNT(*) AS event_count,
-      COUNTIF(e.event = '$pageview') AS pageview_count,
-      COUNTIF(e.event = '$screen') AS screen_count,
-      COUNTIF(e.event = '$autocapture') AS autocapture_count,
-      COUNTIF(e.event = @event_created_event) AS events_created_count,
-      COUNTIF(e.event = @quiz_started_event) AS quiz_started_count,
-      COUNTIF(e.event = @quiz_completed_event) AS quiz_completed_count,
-      COUNTIF(e.event = @scroll_event) AS scroll_event_count,
-      MAX(
-        CASE
-          WHEN e.touch_y IS NOT NULL
-           AND e.screen_height IS NOT NULL
-           AND NOT IS_NAN(e.touch_y) AND NOT IS_INF(e.touch_y)
-           AND NOT IS_NAN(e.screen_height) AND NOT IS_INF(e.screen_height)
-           AND e.screen_height > 0
-          THEN LEAST(GREATEST(e.touch_y / e.screen_height, 0.0), 1.0)
-        END
-      ) AS max_scroll_depth
-    FROM session_events e
-    JOIN starts s ON s.session_id = e.session_id
-    -- same cut-off whatever the run's range, so a full load equals day-by-day loads
-    WHERE DATE_DIFF(DATE(e.ts), DATE(s.first_ts), DAY) <= @max_session_days
-    GROUP BY e.session_id
   ),
 
   fb_users AS (
@@ -147,7 +145,9 @@ USING (
   LEFT JOIN fb_counts c ON c.session_id = a.session_id
   LEFT JOIN export x ON x.session_id = a.session_id
 ) S
-ON FALSE
+ON T.session_id = S.session_id
+  AND T.session_date = S.session_date
+  AND T._loaded_at = S._loaded_at
 WHEN NOT MATCHED BY SOURCE AND T.session_date >= @first_day AND T.session_date <= @last_day THEN
   DELETE
 WHEN NOT MATCHED BY TARGET THEN
