@@ -9,7 +9,7 @@ A run is a few set-based statements in ONE transaction (READ COMMITTED):
    score aggregates in the window and their goal target — one query.
 2. vectorised S and P (``models.evaluate_users``); a user with an invalid score fails
    alone (logged, nothing written for them).
-3. ``current_kpis.sql``: the rows' current P/S, for the report (old -> new sample).
+3. ``current_kpis.sql``: the current P/S of the sample users, for the report (old -> new).
 4. ``merge_weekly_kpi.sql``: one ``INSERT ... ON CONFLICT DO UPDATE SET kpis = kpis || patch``
    for every user, plus one bookkeeping row in ``weekly_kpi_recalc_runs``; one commit.
 
@@ -35,7 +35,6 @@ import sqlalchemy as sa
 from analytics_platform.kpis.models import (
     STATUS_FAILED,
     STATUS_NO_SCORES,
-    STATUS_OK,
     ModelParams,
     evaluate_users,
 )
@@ -150,7 +149,8 @@ class RecalcResult:
     session_table: bool = False
     created_weekly_kpi: bool = False
     duration_ms: int = 0
-    users: pd.DataFrame = field(default_factory=pd.DataFrame)  # evaluated users + old P/S
+    users: pd.DataFrame = field(default_factory=pd.DataFrame)  # evaluated users (models.evaluate_users)
+    old_values: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # sample users' (P, S) before
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -180,20 +180,21 @@ class RecalcResult:
         """Up to ``size`` changes (user, old -> new P/S), highest new S first."""
         if self.users.empty:
             return []
-        ok = self.users[self.users["status"] != STATUS_FAILED]
-        rows = ok.sort_values(["S", "user_id"], ascending=[False, True]).head(size)
-        return [
-            {
-                "user_id": r.user_id,
-                "days_inactive": round(float(r.days_inactive), 3),
-                "n_scores": int(r.n_scores),
-                "P_old": _json_number(r.P_old),
-                "P_new": None if pd.isna(r.P) else float(r.P),
-                "S_old": _json_number(r.S_old),
-                "S_new": float(r.S),
-            }
-            for r in rows.itertuples(index=False)
-        ]
+        out = []
+        for r in _sample_users(self.users, size).itertuples(index=False):
+            p_old, s_old = self.old_values.get(r.user_id, (None, None))
+            out.append(
+                {
+                    "user_id": r.user_id,
+                    "days_inactive": round(float(r.days_inactive), 3),
+                    "n_scores": int(r.n_scores),
+                    "P_old": _json_number(p_old),
+                    "P_new": None if pd.isna(r.P) else float(r.P),
+                    "S_old": _json_number(s_old),
+                    "S_new": float(r.S),
+                }
+            )
+        return out
 
 
 def _json_number(value: Any) -> Any:
@@ -313,8 +314,10 @@ def recalculate(
             )
 
             evaluated = evaluate_users(users, params.model)
-            evaluated = _attach_old_values(conn, evaluated, params, "weekly_kpi" in existing)
             result.users = evaluated
+            table_exists = "weekly_kpi" in existing
+            if table_exists:
+                result.old_values = _old_values(conn, _sample_users(evaluated)["user_id"].tolist(), params)
             failed = evaluated[evaluated["status"] == STATUS_FAILED]
             no_scores = evaluated[evaluated["status"] == STATUS_NO_SCORES]
             result.failures = list(zip(failed["user_id"], failed["reason"]))
@@ -336,41 +339,48 @@ def recalculate(
             )
 
             to_write = evaluated[evaluated["status"] != STATUS_FAILED]
-            has_row = to_write["has_row"].to_numpy(dtype=bool)
             if params.dry_run or to_write.empty:
-                result.inserted = int((~has_row).sum())
-                result.updated = int(has_row.sum())
+                ids = to_write["user_id"].tolist()
+                existing_rows = _count_existing(conn, ids, params) if table_exists else 0
+                result.inserted, result.updated = len(ids) - existing_rows, existing_rows
             else:
                 if before_write is not None:
                     before_write()
                 result.inserted, result.updated, result.written_at, result.created_weekly_kpi = _write(
-                    conn, to_write, params, result, "weekly_kpi" in existing
+                    conn, to_write, params, result, table_exists
                 )
     result.duration_ms = int((time.perf_counter() - started) * 1000)
     log.info(result.summary_line)
     return result
 
 
-def _attach_old_values(
-    conn: sa.Connection, evaluated: pd.DataFrame, params: RecalcParams, table_exists: bool
-) -> pd.DataFrame:
-    evaluated = evaluated.copy()
-    if not table_exists:
-        evaluated["P_old"] = None
-        evaluated["S_old"] = None
-        evaluated["has_row"] = False
-        return evaluated
+def _sample_users(evaluated: pd.DataFrame, size: int = SAMPLE_SIZE) -> pd.DataFrame:
+    """The users shown in the report: written ones, highest new S first."""
+    ok = evaluated[evaluated["status"] != STATUS_FAILED]
+    return ok.sort_values(["S", "user_id"], ascending=[False, True]).head(size)
+
+
+def _old_values(
+    conn: sa.Connection, user_ids: list[str], params: RecalcParams
+) -> dict[str, tuple[Any, Any]]:
+    """{user: (P_old, S_old)} for the users that have their week's row."""
+    if not user_ids:
+        return {}
     rows = conn.execute(
-        sa.text(read_sql("current_kpis")),
-        {"week_start": params.week_start, "user_ids": evaluated["user_id"].tolist()},
+        sa.text(read_sql("current_kpis")), {"week_start": params.week_start, "user_ids": user_ids}
     ).fetchall()
-    old = pd.DataFrame.from_records(rows, columns=["user_id", "P_old", "S_old"])
-    old["has_row"] = True
-    merged = evaluated.merge(old, on="user_id", how="left")
-    merged["has_row"] = merged["has_row"].eq(True)
-    merged["P_old"] = merged["P_old"].astype(object).where(merged["P_old"].notna(), None)
-    merged["S_old"] = merged["S_old"].astype(object).where(merged["S_old"].notna(), None)
-    return merged
+    return {r.user_id: (r.p_old, r.s_old) for r in rows}
+
+
+def _count_existing(conn: sa.Connection, user_ids: list[str], params: RecalcParams) -> int:
+    if not user_ids:
+        return 0
+    return int(
+        conn.execute(
+            sa.text(read_sql("count_existing_rows")),
+            {"week_start": params.week_start, "user_ids": user_ids},
+        ).scalar_one()
+    )
 
 
 def _write(

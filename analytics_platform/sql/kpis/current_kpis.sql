@@ -1,5 +1,5 @@
--- The current P and S of the given users' rows for one week (for the report only: the
--- write itself never reads kpis into Python, it merges in the database).
+-- The current P and S of a few users' rows for one week (the old -> new sample of the report;
+-- the write itself never reads kpis into Python, it merges in the database).
 -- :week_start date, :user_ids text[]
 SELECT w.user_id,
        w.kpis -> 'P' AS p_old,

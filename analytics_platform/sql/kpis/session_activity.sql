@@ -1,7 +1,6 @@
-    -- fragment of inactive_users.sql, used only when public.session exists
+    -- fragment of inactive_users.sql, used only when the session table exists
     UNION ALL
-    SELECT user_id, max(ended_at)
+    SELECT user_id, ended_at, NULL, NULL
     FROM session
     WHERE user_id IS NOT NULL
       AND ended_at < :as_of
-    GROUP BY user_id
