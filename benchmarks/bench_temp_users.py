@@ -50,23 +50,17 @@ def _settings(workdir: Path):
 def build_events(path: Path, n: int) -> None:
     """N events in ``mixpanel_data.mixpanel_events``: 1 % cohort events (pairs on the same
     device, gaps 0–149 s, 80 % Android), the rest ordinary game events."""
-    from analytics_platform.resources.warehouse import DuckDBWarehouse, Column
+    from analytics_platform.mixpanel.tables import EVENTS_SCHEMA
+    from analytics_platform.resources.warehouse import DuckDBWarehouse
 
-    schema = (
-        Column("event_id", "STRING", required=True),
-        Column("event_name", "STRING"),
-        Column("distinct_id", "STRING"),
-        Column("event_timestamp", "TIMESTAMP"),
-        Column("inserted_at", "TIMESTAMP"),
-        Column("properties", "JSON"),
-    )
     wh = DuckDBWarehouse(path=str(path))
-    wh.ensure_table("mixpanel_data", "mixpanel_events", schema)
+    wh.ensure_table("mixpanel_data", "mixpanel_events", EVENTS_SCHEMA)
     start = int(AS_OF.timestamp()) - SPAN_SECONDS
     with wh.connect() as con:
         con.execute(
             f"""
             INSERT INTO mixpanel_data.mixpanel_events
+              (event_id, event_name, distinct_id, event_timestamp, inserted_at, properties, event_date)
             WITH base AS (
               SELECT
                 i,
@@ -97,7 +91,8 @@ def build_events(path: Path, n: int) -> None:
               to_timestamp(epoch),
               to_timestamp(epoch),
               CAST(json_object('time', epoch, 'distinct_id', distinct_id, '$device_id', device,
-                               'mp_os', os, '$insert_id', 'e' || i, 'level', i % 97) AS JSON)
+                               'mp_os', os, '$insert_id', 'e' || i, 'level', i % 97) AS JSON),
+              CAST(to_timestamp(epoch) AS DATE)
             FROM ev
             """
         )

@@ -153,7 +153,17 @@ def state_loss_temp_users(
         if config.remove_active and active:
             removed, unset_failed = _remove_active(context, store, mixpanel, active_rows, run_id)
         stats = store.stats()
-        summary = _daily_summary(context, store, slack, activity.day, active, stats.row_count + removed, removed, config.remove_active, run_id)
+        summary = _daily_summary(
+            context,
+            store,
+            slack,
+            activity.day,
+            active,
+            cohort_size=stats.row_count + removed,
+            removed=removed,
+            remove_active=config.remove_active,
+            run_id=run_id,
+        )
 
         remaining = len(active) - removed
         check = dg.AssetCheckResult(

@@ -13,7 +13,10 @@ import pandas as pd
 
 from analytics_platform.cohorts import tables as T
 from analytics_platform.cohorts import temp_users as logic
+from analytics_platform.resources.warehouse import read_sql, render_sql
 from analytics_platform.settings import Settings
+
+PRUNING_MARK = "-- partition pruning"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class CohortStore:
         self.events_dataset = settings.bigquery_dataset
         self.events_table = settings.bigquery_table
         self.dataset = settings.cohort_dataset
+        self._events_columns: Optional[list[str]] = None
 
     # identifiers for render_sql
     @property
@@ -91,15 +95,31 @@ class CohortStore:
         self.warehouse.ensure_table(self.dataset, T.AUDIT_TABLE, T.AUDIT_SCHEMA)
 
     def events_table_exists(self) -> bool:
-        return self.warehouse.table_exists(self.events_dataset, self.events_table)
+        return bool(self._columns_of_events())
+
+    def _columns_of_events(self) -> list[str]:
+        if not self._events_columns:
+            self._events_columns = self.warehouse.table_columns(self.events_dataset, self.events_table)
+        return self._events_columns
+
+    def _events_query(self, name: str, params: dict[str, Any], *identifiers: str) -> pd.DataFrame:
+        """Run a query over the events table; its ``-- partition pruning`` lines (event_date
+        predicates that only let BigQuery skip partitions) are dropped when the table has
+        no ``event_date`` column."""
+        sql = read_sql(name)
+        if "event_date" not in self._columns_of_events():
+            sql = "\n".join(
+                line for line in sql.splitlines() if not line.rstrip().endswith(PRUNING_MARK)
+            )
+        return self.warehouse.query(render_sql(sql, **self._only(*identifiers)), params)
 
     # --------------------------------------------------------------- detection
     def detect(self, window: logic.DetectionWindow) -> pd.DataFrame:
         """The detection query: one row per temp user whose pair lies in ``window``."""
-        return self.warehouse.run_file(
+        return self._events_query(
             "cohorts/detect_temp_users",
             window.params(),
-            **self._only("events_dataset", "events_table", "cohort_dataset", "cohort_table", "removed_table"),
+            "events_dataset", "events_table", "cohort_dataset", "cohort_table", "removed_table",
         )
 
     def detect_and_insert(self, window: logic.DetectionWindow, detected_at: dt.datetime) -> Detection:
@@ -157,10 +177,10 @@ class CohortStore:
 
     # ---------------------------------------------------------- active users
     def active_yesterday(self, window: logic.ActivityWindow) -> pd.DataFrame:
-        return self.warehouse.run_file(
+        return self._events_query(
             "cohorts/active_yesterday",
             window.params(),
-            **self._only("events_dataset", "events_table", "cohort_dataset", "cohort_table"),
+            "events_dataset", "events_table", "cohort_dataset", "cohort_table",
         )
 
     def remove(self, rows: pd.DataFrame, run_id: str, removed_at: dt.datetime) -> int:

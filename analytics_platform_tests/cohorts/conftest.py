@@ -19,7 +19,7 @@ from analytics_platform.cohorts.checks import ASSET_CHECKS
 from analytics_platform.cohorts.temp_users import PRIVACY_EVENT, RESTORE_EVENT
 from analytics_platform.resources.mixpanel import MixpanelResource
 from analytics_platform.resources.slack import SlackResource
-from analytics_platform.resources.warehouse import Column
+from analytics_platform.mixpanel.tables import EVENTS_SCHEMA as MIXPANEL_EVENTS_SCHEMA
 from analytics_platform_tests.stubs.fixtures import mixpanel_stub, slack_stub  # noqa: F401
 
 UTC = dt.timezone.utc
@@ -27,19 +27,8 @@ EVENTS_DATASET = "mixpanel_data"
 EVENTS_TABLE = "mixpanel_events"
 COHORT_DATASET = "peerplay"
 
-# The ingestion table's columns (specs/mixpanel.md); the rule reads only the first six.
-EVENTS_SCHEMA = (
-    Column("event_id", "STRING", required=True),
-    Column("event_name", "STRING"),
-    Column("distinct_id", "STRING"),
-    Column("event_timestamp", "TIMESTAMP"),
-    Column("inserted_at", "TIMESTAMP"),
-    Column("properties", "JSON"),
-    Column("event_date", "DATE"),
-    Column("device_id", "STRING"),
-    Column("os", "STRING"),
-    Column("mp_processing_time_ms", "INT64"),
-)
+# The ingestion table's columns (the Mixpanel domain's contract); the rule reads only the first six.
+EVENTS_SCHEMA = MIXPANEL_EVENTS_SCHEMA
 
 
 def ts(text: str) -> dt.datetime:

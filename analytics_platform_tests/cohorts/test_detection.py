@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
+import pandas as pd
 
 from analytics_platform.cohorts.assets import TEMP_USERS_KEY
 from analytics_platform_tests.cohorts.conftest import (
+    EVENTS_DATASET,
+    EVENTS_SCHEMA,
+    EVENTS_TABLE,
     event,
     materialize,
     metadata_of,
@@ -204,3 +207,15 @@ def test_overlapping_and_repeated_runs_never_duplicate(warehouse, local_mixpanel
     assert metadata_of(second, TEMP_USERS_KEY)["inserted"] == 1
     assert metadata_of(second, TEMP_USERS_KEY)["already_known"] == 1
     assert metadata_of(repeat, TEMP_USERS_KEY)["inserted"] == 0
+
+
+def test_rule_reads_properties_not_the_extra_columns(warehouse, local_mixpanel, local_slack):
+    """A table with only the required columns (no event_date/device_id/os) gives the same result."""
+    rows, expected = boundary_events()
+    minimal = EVENTS_SCHEMA[:6]
+    assert [c.name for c in minimal] == ["event_id", "event_name", "distinct_id", "event_timestamp", "inserted_at", "properties"]
+    warehouse.load(pd.DataFrame(rows), EVENTS_DATASET, EVENTS_TABLE, minimal)
+
+    materialize(warehouse, local_mixpanel, local_slack, keys=[TEMP_USERS_KEY], as_of=AS_OF)
+
+    assert set(temp_users(warehouse)["distinct_id"]) == expected
