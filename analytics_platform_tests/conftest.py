@@ -8,6 +8,7 @@ fixture              scope     gives
 postgres_url         session   ``postgresql+psycopg2://`` URL of a throwaway PostgreSQL
 app_db_url           function  URL of a fresh empty database on it (dropped afterwards)
 app_db               function  ``AppDatabase(url=app_db_url)``
+embedded_pg_dir      function  a fresh dir for ``AppDatabase(url=None, embedded_dir=...)``
 firestore_emulator   session   ``"127.0.0.1:PORT"`` of the Firestore emulator
 firestore_project    function  a unique project id (its data is cleared afterwards)
 clear_firestore      function  ``clear_firestore(project_id)`` empties a project now
@@ -31,7 +32,10 @@ emulator needs ``.ci/setup_bigquery_emulator.sh``; without it the tests fail, un
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
@@ -95,6 +99,24 @@ def app_db_url(_postgres_server: pg_infra.PostgresServer) -> Iterator[str]:
         _postgres_server.drop_database(name)
     except Exception:  # noqa: BLE001 - never fail a test on clean-up
         pass
+
+
+@pytest.fixture
+def embedded_pg_dir() -> Iterator[Path]:
+    """A not-yet-existing directory for ``AppDatabase(url=None, embedded_dir=...)``.
+
+    It lives under /tmp, NOT under ``tmp_path``: as root, pgserver runs PostgreSQL as the
+    ``pgserver`` user, and every pytest start chmods ``/tmp/pytest-of-root`` to 0700,
+    which would lock a running server out of its own files.  The server is stopped and
+    the directory removed afterwards.
+    """
+    base = Path(tempfile.mkdtemp(prefix="analytics-embedded-pg-"))
+    directory = base / "data"
+    try:
+        yield directory
+    finally:
+        pg_infra.stop_embedded_postgres(directory)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
