@@ -78,12 +78,19 @@ class FirestoreEmulator:
 def start_firestore_emulator(log_dir: Path, timeout: float = 90.0) -> FirestoreEmulator:
     """Start the emulator on a free port; returns when it answers HTTP."""
     binary = emulator_binary()
+    env = dict(os.environ)
+    # A short-lived test JVM on 2 cores: C1 only and the serial GC start and warm up
+    # several times faster than the defaults.
+    env["JAVA_TOOL_OPTIONS"] = " ".join(
+        filter(None, [env.get("JAVA_TOOL_OPTIONS"), "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"])
+    )
+    env.pop(EMULATOR_HOST_VAR, None)
     last_error: Optional[Exception] = None
     for attempt in range(3):
         port = free_port()
         log_path = log_dir / f"firestore-emulator-{attempt}.log"
         proc = start_process_group(
-            [str(binary), "start", "--host=127.0.0.1", f"--port={port}"], log_path, cwd=log_dir
+            [str(binary), "start", "--host=127.0.0.1", f"--port={port}"], log_path, env=env, cwd=log_dir
         )
         try:
             wait_until(
@@ -94,7 +101,12 @@ def start_firestore_emulator(log_dir: Path, timeout: float = 90.0) -> FirestoreE
             kill_process_group(proc)
             last_error = exc
             continue
-        return FirestoreEmulator(host=f"127.0.0.1:{port}", process=proc, log_path=log_path)
+        host = f"127.0.0.1:{port}"
+        try:  # the first real request is the slow one (class loading): pay it here
+            clear_firestore(host, "warm-up")
+        except OSError:
+            pass
+        return FirestoreEmulator(host=host, process=proc, log_path=log_path)
     raise RuntimeError(f"Firestore emulator did not start: {last_error}")
 
 
