@@ -1008,9 +1008,22 @@ class BigQueryWarehouse(Warehouse):
         staging = _staging_name(plan.table)
         self._stage(arrow, plan.dataset, staging, plan.schema)
         try:
-            stmt = self._load_statement_for(
-                plan, f"`{plan.dataset}.{staging}`", [c.name for c in plan.schema if c.type == "JSON"]
-            )
+            json_cols = [c.name for c in plan.schema if c.type == "JSON"]
+            if json_cols and plan.mode != "append":
+                # A MERGE gets its JSON parsed in the staging table first: the BigQuery
+                # emulator rejects PARSE_JSON(..., wide_number_mode=>...) inside MERGE.
+                select = ", ".join(
+                    f"PARSE_JSON(`{c.name}`, wide_number_mode=>'round') AS `{c.name}`"
+                    if c.type == "JSON"
+                    else f"`{c.name}`"
+                    for c in plan.schema
+                )
+                self.execute(
+                    f"CREATE OR REPLACE TABLE `{plan.dataset}.{staging}` AS "
+                    f"SELECT {select} FROM `{plan.dataset}.{staging}`"
+                )
+                json_cols = []
+            stmt = self._load_statement_for(plan, f"`{plan.dataset}.{staging}`", json_cols)
             params = plan.statement_params()
             return self.execute(stmt, params)
         finally:
