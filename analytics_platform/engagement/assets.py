@@ -285,7 +285,8 @@ def user_engagement_signals(
     and week in one set-based PostgreSQL query (`sql/engagement/postgres/user_aggregates.sql`);
     the rules are vectorised (`engagement/rules.py`). Writes `user_engagement_signals`
     (PK user_id, as_of_date): every user with a goal or an event before T, or only the users of
-    run config `user_ids`.
+    run config `user_ids`; and, in the same transaction, the aggregates behind each row
+    (F_0..F_9, counts, tier flags) to `user_engagement_aggregates`.
 
     Re-run safety: the partition's rows (or only the requested users' rows) are deleted and
     inserted again in one transaction, and the result depends only on D and the data, so a
@@ -301,6 +302,7 @@ def user_engagement_signals(
         aggregates = store.load_user_aggregates(conn, as_of, users)
         signals = rules.compute_signals(aggregates)
         written = store.replace_partition_rows(conn, store.SIGNALS_TABLE, signals, day, computed_at, users)
+        store.replace_partition_rows(conn, store.AGGREGATES_TABLE, aggregates, day, computed_at, users)
     check = _one_row_check(app_db, store.SIGNALS_TABLE, day, None if users else len(signals))
     with app_db.connect() as conn:
         partition_rows = store.partition_stats(conn, store.SIGNALS_TABLE, day).rows
@@ -326,7 +328,7 @@ def user_engagement_signals(
 
 @dg.asset(
     key=MILESTONES_KEY,
-    deps=[SIGNALS_KEY, EXTRACTED_EVENTS_KEY, *GOAL_TABLE_KEYS],
+    deps=[SIGNALS_KEY],
     partitions_def=PARTITIONS,
     group_name=GROUP,
     kinds={"postgres", "pandas"},
@@ -355,11 +357,11 @@ def user_milestones(
 ) -> dg.MaterializeResult:
     """Goal milestones per user as of the end of the partition day D (T = D + 1 day, 00:00 UTC).
 
-    Reads the partition's rows of `user_engagement_signals` (materialize it first for the same
-    partition and `user_ids`) and, set-based, whether each user has a tier-1 / tier-2 aligned
-    event before T (`sql/engagement/postgres/milestone_inputs.sql`); the rules are vectorised
-    (`engagement/rules.py`). Writes `user_milestones` (PK user_id, as_of_date), one row per
-    user of the signals partition (or only the users of run config `user_ids`).
+    Reads the partition's rows of `user_engagement_signals` and, from `user_engagement_aggregates`
+    (written with them), whether each user has a tier-1 / tier-2 aligned event before T
+    (`sql/engagement/postgres/milestone_inputs.sql`: no second scan of the events); the rules are
+    vectorised (`engagement/rules.py`). Writes `user_milestones` (PK user_id, as_of_date), one row
+    per user of the signals partition (or only the users of run config `user_ids`).
 
     Re-run safety: the partition's rows (or only the requested users' rows) are deleted and
     inserted again in one transaction; the result depends only on D, the stored signals and
@@ -368,11 +370,16 @@ def user_milestones(
     day = partition_day(context.partition_key)
     as_of = rules.as_of_for_day(day)
     users = _requested_users(config)
-    _require_goal_tables(app_db)
     computed_at = utc_now()
     with app_db.begin() as conn:
         store.ensure_schema(conn)
-        inputs = store.load_milestone_inputs(conn, as_of, day, users)
+        inputs = store.load_milestone_inputs(conn, day, users)
+        if not inputs.empty and not inputs["aggregates_found"].all():
+            raise dg.Failure(
+                f"{int((~inputs['aggregates_found']).sum())} signals row(s) of {day.isoformat()} have no "
+                f"row in {store.AGGREGATES_TABLE}: re-materialize app_db/user_engagement_signals for this "
+                "partition (it writes both in one transaction)."
+            )
         milestones = rules.compute_milestones(inputs)
         written = store.replace_partition_rows(conn, store.MILESTONES_TABLE, milestones, day, computed_at, users)
     if inputs.empty:

@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from analytics_platform.engagement.extraction import SplitDocuments
-from analytics_platform.engagement.rules import MILESTONE_COLUMNS, SIGNAL_COLUMNS
+from analytics_platform.engagement.rules import AGGREGATE_COLUMNS, MILESTONE_COLUMNS, SIGNAL_COLUMNS, WEEK
 from analytics_platform.resources.firestore import EventCursor
 from analytics_platform.resources.warehouse import read_sql
 
@@ -27,12 +27,14 @@ REJECTS_TABLE = "firestore_app_usage_event_rejects"
 CURSORS_TABLE = "extraction_cursors"
 SIGNALS_TABLE = "user_engagement_signals"
 MILESTONES_TABLE = "user_milestones"
+AGGREGATES_TABLE = "user_engagement_aggregates"
 GOAL_TABLES = ("goal_sub_categories", "goals", "user_goals", "apps", "app_goal_sub_categories")
 
 # table -> its columns in order (what COPY writes)
 _OUTPUT_COLUMNS = {
     SIGNALS_TABLE: (*SIGNAL_COLUMNS[:1], "as_of_date", *SIGNAL_COLUMNS[1:], "computed_at"),
     MILESTONES_TABLE: (*MILESTONE_COLUMNS[:1], "as_of_date", *MILESTONE_COLUMNS[1:], "computed_at"),
+    AGGREGATES_TABLE: (*AGGREGATE_COLUMNS[:1], "as_of_date", *AGGREGATE_COLUMNS[1:], "computed_at"),
 }
 
 
@@ -200,7 +202,7 @@ def advance_cursor(
 
 
 def table_count(conn: sa.Connection, table: str) -> int:
-    if table not in (EVENTS_TABLE, REJECTS_TABLE, SIGNALS_TABLE, MILESTONES_TABLE):
+    if table not in (EVENTS_TABLE, REJECTS_TABLE, SIGNALS_TABLE, MILESTONES_TABLE, AGGREGATES_TABLE):
         raise ValueError(f"unknown table {table}")
     return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar())
 
@@ -216,23 +218,30 @@ def _frame(result: sa.CursorResult) -> pd.DataFrame:
     return pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()))
 
 
+def week_boundaries(as_of: dt.datetime) -> dict[str, dt.datetime]:
+    """``b1`` .. ``b10`` = T − 7k days: week k is [b(k+1), b(k)) with b0 = T."""
+    return {f"b{k}": as_of - k * WEEK for k in range(1, 11)}
+
+
 def load_user_aggregates(
     conn: sa.Connection, as_of: dt.datetime, user_ids: Optional[Sequence[str]] = None
 ) -> pd.DataFrame:
     """One row per evaluated user (rules.AGGREGATE_COLUMNS), computed in PostgreSQL."""
     conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
-    result = conn.execute(sa.text(sql("user_aggregates")), {"as_of": as_of, **_user_params(user_ids)})
+    result = conn.execute(
+        sa.text(sql("user_aggregates")),
+        {"as_of": as_of, **week_boundaries(as_of), **_user_params(user_ids)},
+    )
     return _frame(result)
 
 
 def load_milestone_inputs(
-    conn: sa.Connection, as_of: dt.datetime, as_of_date: dt.date, user_ids: Optional[Sequence[str]] = None
+    conn: sa.Connection, as_of_date: dt.date, user_ids: Optional[Sequence[str]] = None
 ) -> pd.DataFrame:
-    """Stored signals of ``as_of_date`` plus the tier flags (rules.MILESTONE_INPUT_COLUMNS)."""
-    conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+    """Stored signals of ``as_of_date`` plus the tier flags stored with them
+    (rules.MILESTONE_INPUT_COLUMNS and ``aggregates_found``)."""
     result = conn.execute(
-        sa.text(sql("milestone_inputs")),
-        {"as_of": as_of, "as_of_date": as_of_date, **_user_params(user_ids)},
+        sa.text(sql("milestone_inputs")), {"as_of_date": as_of_date, **_user_params(user_ids)}
     )
     return _frame(result)
 

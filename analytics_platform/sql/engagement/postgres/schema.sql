@@ -54,6 +54,25 @@ CREATE TABLE IF NOT EXISTS user_engagement_signals (
     PRIMARY KEY (user_id, as_of_date)
 );
 
+-- The per-user aggregates behind each signals row (written with it, in the same transaction):
+-- explain a flag, and give the milestones their tier flags without a second scan of the events.
+CREATE TABLE IF NOT EXISTS user_engagement_aggregates (
+    user_id                    TEXT        NOT NULL,
+    as_of_date                 DATE        NOT NULL,
+    has_goal                   BOOLEAN     NOT NULL,
+    event_count                BIGINT      NOT NULL,
+    service_event_count        BIGINT      NOT NULL,
+    aligned_event_count        BIGINT      NOT NULL,
+    max_aligned_foreground_ms  BIGINT      NOT NULL,
+    max_app_sessions_week0     BIGINT      NOT NULL,
+    f0 BIGINT NOT NULL, f1 BIGINT NOT NULL, f2 BIGINT NOT NULL, f3 BIGINT NOT NULL, f4 BIGINT NOT NULL,
+    f5 BIGINT NOT NULL, f6 BIGINT NOT NULL, f7 BIGINT NOT NULL, f8 BIGINT NOT NULL, f9 BIGINT NOT NULL,
+    has_tier1_event            BOOLEAN     NOT NULL,
+    has_tier2_event            BOOLEAN     NOT NULL,
+    computed_at                TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (user_id, as_of_date)
+);
+
 CREATE TABLE IF NOT EXISTS user_milestones (
     user_id                        TEXT        NOT NULL,
     as_of_date                     DATE        NOT NULL,
