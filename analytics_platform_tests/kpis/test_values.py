@@ -108,3 +108,17 @@ def test_no_scores_and_no_row_inserts_only_s(kpi_db):
     kpi_db.attempt("fresh", days_before(8))
     recalculate(kpi_db.engine, params())
     assert set(kpi_db.kpis("fresh")) == {"S"}
+
+
+@pytest.mark.parametrize("bayesian, expected_p", [(False, 0.242448691), (True, 0.132565582)])
+def test_worked_example_of_docs_metrics(kpi_db, bayesian, expected_p):
+    """docs/metrics.md, learner A: scores 70 and 80, goals 60 and 70, inactive 16 days."""
+    kpi_db.goal("A", 60.0)
+    kpi_db.goal("A", 70.0)
+    kpi_db.exams("A", [70.0, 80.0], at=days_before(16))
+    kpi_db.feature("B", days_before(21))
+    recalculate(kpi_db.engine, params(use_bayesian=bayesian))
+    a = kpi_db.kpis("A")
+    assert a["S"] == pytest.approx(0.681093443, abs=1e-9)
+    assert a["P"] == pytest.approx(expected_p, abs=1e-9)
+    assert kpi_db.kpis("B") == {"S": pytest.approx(0.776869840, abs=1e-9)}
