@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .processes import http_answers, kill_process_group, start_process_group, wait_until
+from .processes import (
+    group_kill_command,
+    http_answers,
+    kill_process_group,
+    start_process_group,
+    start_watchdog,
+    stop_watchdog,
+    wait_until,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = Path(__file__).resolve().parent / "bigquery_emulator_launcher.py"
@@ -44,9 +52,11 @@ class BigQueryEmulator:
     endpoint: str  # http://127.0.0.1:PORT
     process: subprocess.Popen
     log_path: Path
+    watchdog: Optional[subprocess.Popen] = None
 
     def stop(self) -> None:
         kill_process_group(self.process)
+        stop_watchdog(self.watchdog)
 
 
 def start_bigquery_emulator(work_dir: Path, timeout: float = 120.0) -> BigQueryEmulator:
@@ -70,4 +80,5 @@ def start_bigquery_emulator(work_dir: Path, timeout: float = 120.0) -> BigQueryE
     except BaseException:
         kill_process_group(proc)
         raise
-    return BigQueryEmulator(endpoint=endpoint, process=proc, log_path=log_path)
+    watchdog = start_watchdog(group_kill_command(proc.pid))
+    return BigQueryEmulator(endpoint=endpoint, process=proc, log_path=log_path, watchdog=watchdog)

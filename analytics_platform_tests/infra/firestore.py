@@ -27,7 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .processes import free_port, http_answers, kill_process_group, start_process_group, wait_until
+from .processes import (
+    free_port,
+    group_kill_command,
+    http_answers,
+    kill_process_group,
+    start_process_group,
+    start_watchdog,
+    stop_watchdog,
+    wait_until,
+)
 
 EMULATOR_HOST_VAR = "FIRESTORE_EMULATOR_HOST"
 _ENV_LOCK = threading.Lock()
@@ -70,9 +79,11 @@ class FirestoreEmulator:
     host: str  # "127.0.0.1:PORT"
     process: subprocess.Popen
     log_path: Path
+    watchdog: Optional[subprocess.Popen] = None
 
     def stop(self) -> None:
         kill_process_group(self.process)
+        stop_watchdog(self.watchdog)
 
 
 def start_firestore_emulator(log_dir: Path, timeout: float = 90.0) -> FirestoreEmulator:
@@ -106,7 +117,8 @@ def start_firestore_emulator(log_dir: Path, timeout: float = 90.0) -> FirestoreE
             clear_firestore(host, "warm-up")
         except OSError:
             pass
-        return FirestoreEmulator(host=host, process=proc, log_path=log_path)
+        watchdog = start_watchdog(group_kill_command(proc.pid))
+        return FirestoreEmulator(host=host, process=proc, log_path=log_path, watchdog=watchdog)
     raise RuntimeError(f"Firestore emulator did not start: {last_error}")
 
 

@@ -28,7 +28,9 @@ from typing import Callable, Optional
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from .processes import free_port, tail
+import shlex
+
+from .processes import free_port, start_watchdog, stop_watchdog, tail
 
 SERVER_TIMEZONE = "America/New_York"
 _PG_ROOT = Path("/usr/lib/postgresql")
@@ -118,7 +120,11 @@ def start_system_postgres(bindir: Path) -> PostgresServer:
         base, "initdb",
     )
 
+    watchdog: list = []
+
     def stop() -> None:
+        for w in watchdog:
+            stop_watchdog(w)
         try:
             _run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], base, "pg_ctl stop")
         except Exception:  # noqa: BLE001 - kill whatever the pid file names
@@ -148,6 +154,10 @@ def start_system_postgres(bindir: Path) -> PostgresServer:
             last_error = exc
             continue
         url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        pid_file = shlex.quote(str(data / "postmaster.pid"))
+        watchdog.append(start_watchdog(
+            f"kill -QUIT $(head -1 {pid_file}) 2>/dev/null; sleep 3; rm -rf {shlex.quote(str(base))}"
+        ))
         return PostgresServer(url=url, kind="system", _stop=stop)
     stop()
     raise RuntimeError(f"could not start PostgreSQL: {last_error}")

@@ -109,3 +109,41 @@ def http_answers(url: str) -> bool:
         return True
     except (urllib.error.URLError, OSError):
         return False
+
+
+def start_watchdog(cleanup_command: str) -> subprocess.Popen:
+    """Run ``cleanup_command`` (sh) if this process dies without tearing down.
+
+    Session fixtures stop their servers at the end of the session; a test process that is
+    killed outright (SIGKILL, a CI time limit) never gets there.  This small shell polls
+    our pid and runs the clean-up once it is gone.  Stop it with :func:`stop_watchdog`
+    after a normal teardown.
+    """
+    script = (
+        f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 2; done; {cleanup_command}"
+    )
+    return subprocess.Popen(
+        ["sh", "-c", script],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_watchdog(proc: Optional[subprocess.Popen]) -> None:
+    if proc is None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def group_kill_command(pgid: int) -> str:
+    """sh: SIGTERM the process group, then SIGKILL what is left."""
+    return f"kill -TERM -{pgid} 2>/dev/null; sleep 3; kill -KILL -{pgid} 2>/dev/null"
