@@ -351,7 +351,7 @@ def state_loss_temp_user_cohort(
     stats = store.stats()
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(report.succeeded_ids),
+            "dagster/row_count": stats.row_count - stats.unsynced,  # profiles carrying the marker
             "users_marked": len(report.succeeded_ids),
             "users_failed": len(report.failed_ids),
             "batches": report.batches,
