@@ -3,8 +3,6 @@ failed step recorded as such."""
 
 from __future__ import annotations
 
-import pytest
-
 from analytics_platform.cohorts.assets import TEMP_USERS_KEY
 from analytics_platform.cohorts.temp_users import PROCESS_NAME
 from analytics_platform_tests.cohorts.conftest import (

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
-import pytest
 
 from analytics_platform.cohorts.assets import COHORT_KEY, TEMP_USERS_KEY
 from analytics_platform.cohorts.definitions import defs
