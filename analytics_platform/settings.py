@@ -124,6 +124,13 @@ class Settings:
     metrics_churn_horizon_days: float = 14.0
     dagster_webserver_url: str = "http://localhost:3000"
     analytics_start_date: str = "2024-01-01"
+    # Dagster instance storage (dagster.yaml): PostgreSQL when DAGSTER_PG_HOST is set
+    dagster_home: Optional[str] = None
+    dagster_pg_host: Optional[str] = None
+    dagster_pg_port: int = 5432
+    dagster_pg_username: Optional[str] = None
+    dagster_pg_password: Optional[str] = field(default=None, repr=False)
+    dagster_pg_db: Optional[str] = None
 
     @property
     def is_prod(self) -> bool:
@@ -194,6 +201,12 @@ _ENV_TO_FIELD = {
     "METRICS_CHURN_HORIZON_DAYS": "metrics_churn_horizon_days",
     "DAGSTER_WEBSERVER_URL": "dagster_webserver_url",
     "ANALYTICS_START_DATE": "analytics_start_date",
+    "DAGSTER_HOME": "dagster_home",
+    "DAGSTER_PG_HOST": "dagster_pg_host",
+    "DAGSTER_PG_PORT": "dagster_pg_port",
+    "DAGSTER_PG_USERNAME": "dagster_pg_username",
+    "DAGSTER_PG_PASSWORD": "dagster_pg_password",
+    "DAGSTER_PG_DB": "dagster_pg_db",
 }
 assert set(_ENV_TO_FIELD.values()) <= {f.name for f in fields(Settings)}
 
@@ -267,6 +280,12 @@ def get_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
         ),
         dagster_webserver_url=(raw("DAGSTER_WEBSERVER_URL") or "http://localhost:3000").rstrip("/"),
         analytics_start_date=start_date,
+        dagster_home=raw("DAGSTER_HOME"),
+        dagster_pg_host=raw("DAGSTER_PG_HOST"),
+        dagster_pg_port=_int("DAGSTER_PG_PORT", raw("DAGSTER_PG_PORT"), 5432),
+        dagster_pg_username=raw("DAGSTER_PG_USERNAME"),
+        dagster_pg_password=raw("DAGSTER_PG_PASSWORD"),
+        dagster_pg_db=raw("DAGSTER_PG_DB"),
     )
 
 
@@ -280,6 +299,7 @@ def secret_values(settings: Optional[Settings] = None) -> list[str]:
         s.slack_bot_token,
         s.slack_webhook_url,
         s.firebase_service_account_json,
+        s.dagster_pg_password,
     ]
     if s.app_database_url:
         from sqlalchemy.engine import make_url
