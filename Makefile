@@ -16,9 +16,11 @@ $(VENV)/.installed: pyproject.toml setup.py
 
 install: $(VENV)/.installed
 
-$(DAGSTER_HOME)/dagster.yaml:
+# The local instance uses the repository's dagster.yaml: SQLite storage under DAGSTER_HOME
+# (no service needed) unless DAGSTER_PG_HOST is set; the same queued-run limits as prod.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\n' > $@
+	cp dagster.yaml $@
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m analytics_platform.demo
