@@ -5,7 +5,6 @@ logic that shapes it lives in :mod:`analytics_platform.posthog.sessions_sql`.
 """
 
 
-import datetime as dt
 from typing import Any
 
 import dagster as dg
@@ -341,6 +340,3 @@ def persons(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Mater
         ],
     )
 
-
-def first_partition_day() -> dt.date:
-    return dt.date.fromisoformat(get_settings().analytics_start_date)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import dagster as dg
 import pandas as pd
