@@ -835,10 +835,22 @@ class DuckDBWarehouse(Warehouse):
     def _load_staged(self, arrow: pa.Table, plan: _LoadPlan) -> int:
         """Staged in a TEMP table and moved inside one DuckDB transaction."""
         staging = _staging_name(plan.table)
-        stmt = self._load_statement_for(plan, f"`{plan.dataset}.{staging}`")
         params = plan.statement_params()
-        duck_stmt, values = self._prepare(stmt, params)
-        duck_stmt = duck_stmt.replace(f'"{plan.dataset}"."{staging}"', f'temp.main."{staging}"')
+        if plan.mode == "replace_partitions":
+            # DuckDB plans MERGE ... ON FALSE as a nested loop (quadratic in the table
+            # size); inside this transaction DELETE + INSERT is just as atomic.
+            target = f"`{plan.dataset}.{plan.table}`"
+            cols = ", ".join(f"`{c.name}`" for c in plan.schema)
+            stmts = [
+                f"DELETE FROM {target} WHERE `{plan.partition_column}` IN UNNEST(@_partitions)",
+                f"INSERT INTO {target} ({cols}) SELECT {cols} FROM `{plan.dataset}.{staging}`",
+            ]
+        else:
+            stmts = [self._load_statement_for(plan, f"`{plan.dataset}.{staging}`")]
+        prepared = []
+        for stmt in stmts:
+            duck_stmt, values = self._prepare(stmt, params)
+            prepared.append((duck_stmt.replace(f'"{plan.dataset}"."{staging}"', f'temp.main."{staging}"'), values))
         casts = ", ".join(
             f'CAST("{c.name}" AS {_DUCKDB_TYPES[c.type]}) AS "{c.name}"' for c in plan.schema
         )
@@ -848,7 +860,7 @@ class DuckDBWarehouse(Warehouse):
                 con.register("_incoming", arrow)
                 con.execute(f'CREATE TEMP TABLE "{staging}" AS SELECT {casts} FROM _incoming')
                 con.unregister("_incoming")
-                affected = _duckdb_affected(con.execute(duck_stmt, values))
+                affected = sum(_duckdb_affected(con.execute(sql, values)) for sql, values in prepared)
                 con.execute(f'DROP TABLE temp.main."{staging}"')
                 con.execute("COMMIT")
             except Exception as exc:
