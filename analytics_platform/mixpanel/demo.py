@@ -33,7 +33,7 @@ DAYS_BEFORE = 2
 EVENTS_PER_DAY = 1500
 
 MALFORMED = (
-    '{"event":"impression_game_started","properties":{"time":17175',  # truncated
+    '{"event":"impression_game_started","properties":{"distinct_id":"' + MARK + 'cut","time":17175',  # truncated
     "<html><body>502 Bad Gateway</body></html> " + MARK + "html",
     '{"event":"impression_game_started","properties":{"distinct_id":"' + MARK + 'no-time"}}',
     '{"properties":{"time":1717600000,"distinct_id":"' + MARK + 'no-event"}}',
