@@ -16,8 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analytics_platform.demo")
     parser.add_argument("--seed-only", action="store_true", help="write the demo data only")
     parser.add_argument("--domain", action="append", help="limit to these domains")
+    parser.add_argument("--verbose", action="store_true", help="show Dagster's debug log of every run")
     args = parser.parse_args(argv)
-    return run_demo(seed_only=args.seed_only, domains=args.domain)
+    return run_demo(seed_only=args.seed_only, domains=args.domain, verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import dagster as dg
@@ -13,23 +12,27 @@ from analytics_platform.settings import get_settings
 
 def _instance() -> dg.DagsterInstance:
     """The instance under DAGSTER_HOME (so runs show in `dagster dev`), else ephemeral."""
-    if os.environ.get("DAGSTER_HOME"):
+    if get_settings().dagster_home:
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 
 
-def materialize_step(defs: dg.Definitions, step: DemoStep, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def materialize_step(
+    defs: dg.Definitions, step: DemoStep, instance: dg.DagsterInstance, log_level: str = "WARNING"
+) -> dg.ExecuteInProcessResult:
     """Materialize one demo step (a selection, optionally one partition or a range)."""
     tags = {"analytics_platform/source": "demo"}
     if step.partition_range:
         tags["dagster/asset_partition_range_start"] = step.partition_range[0]
         tags["dagster/asset_partition_range_end"] = step.partition_range[1]
     selection = dg.AssetSelection.assets(*[dg.AssetKey(k.split("/")) for k in step.selection])
+    # Dagster's console logger at WARNING: the demo prints its own one-line summaries.
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}, **(step.run_config or {})}
     return dg.materialize(
         assets=[*defs.assets, *(defs.asset_checks or [])],
         selection=selection,
         partition_key=step.partition_key,
-        run_config=step.run_config or None,
+        run_config=run_config,
         resources=defs.resources,
         instance=instance,
         tags=tags,
@@ -52,7 +55,7 @@ def _summarise(result: dg.ExecuteInProcessResult) -> list[str]:
     return lines
 
 
-def run_demo(seed_only: bool = False, domains: Optional[list[str]] = None) -> int:
+def run_demo(seed_only: bool = False, domains: Optional[list[str]] = None, verbose: bool = False) -> int:
     from analytics_platform.definitions import defs
     from analytics_platform.resources import build_resources
 
@@ -71,7 +74,7 @@ def run_demo(seed_only: bool = False, domains: Optional[list[str]] = None) -> in
     for module in modules:
         for step in module.steps(ctx):
             print(f"{module.__name__.split('.')[1]}: {step.description or ', '.join(step.selection)}")
-            result = materialize_step(defs, step, instance)
+            result = materialize_step(defs, step, instance, "DEBUG" if verbose else "WARNING")
             for line in _summarise(result):
                 print(line)
     print("Demo complete.")
