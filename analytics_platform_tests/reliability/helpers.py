@@ -1,0 +1,132 @@
+"""Helpers of the reliability tests: subprocess runs of assets, kill points, table snapshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pandas as pd
+
+from analytics_platform.settings import _ENV_TO_FIELD
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+DATASET = "mixpanel_data"
+TABLE = "mixpanel_events"
+
+
+# ------------------------------------------------------------------------- processes
+def clean_env(tmp: Path, **overrides: Optional[str]) -> dict[str, str]:
+    """The test process environment without any contract variable, plus ``overrides``.
+
+    ``DAGSTER_HOME`` always points at a fresh directory under ``tmp`` (the repository's
+    dagster.yaml must not be needed).  A value of None removes the variable.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_TO_FIELD and k not in ("DAGSTER_HOME", "PGTZ")}
+    home = tmp / f"dagster_home_{time.monotonic_ns()}"
+    home.mkdir(parents=True, exist_ok=True)
+    env["DAGSTER_HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env
+
+
+def start_runner(
+    args: Sequence[str], env: dict[str, str], log_path: Path, cwd: Path = REPO
+) -> subprocess.Popen:
+    """``python -m analytics_platform_tests.reliability.runner ARGS`` in its own process group."""
+    return start_process([PYTHON, "-m", "analytics_platform_tests.reliability.runner", *args], env, log_path, cwd)
+
+
+def start_process(argv: Sequence[str], env: dict[str, str], log_path: Path, cwd: Path = REPO) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            list(argv), cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def wait_for(predicate, timeout: float, proc: Optional[subprocess.Popen] = None, log: Optional[Path] = None, what: str = "condition") -> None:
+    """Poll ``predicate()`` until true; fail with the process log on timeout or early exit."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}) before {what}:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}:\n{tail(log)}")
+        time.sleep(0.05)
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 240.0) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        raise AssertionError(f"process did not finish in {timeout}s:\n{tail(log)}")
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to the whole process group of ``proc`` (ours: started with a new session)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def tail(path: Optional[Path], chars: int = 6000) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "<no log>"
+
+
+# ------------------------------------------------------------------------- warehouse
+def event_rows(warehouse, day: Optional[str] = None, with_inserted_at: bool = True) -> pd.DataFrame:
+    """Every column of the events table (properties as JSON text), one row per stored row."""
+    cols = "event_id, event_name, distinct_id, event_timestamp, TO_JSON_STRING(properties) AS properties, " \
+           "event_date, device_id, os, mp_processing_time_ms"
+    if with_inserted_at:
+        cols += ", inserted_at"
+    where, params = ("WHERE event_date = @d", {"d": pd.Timestamp(day).date()}) if day else ("", None)
+    if not warehouse.table_exists(DATASET, TABLE):
+        return pd.DataFrame()
+    frame = warehouse.query(f"SELECT {cols} FROM `{DATASET}.{TABLE}` {where} ORDER BY event_id, inserted_at", params)
+    return frame.reset_index(drop=True)
+
+
+def records(frame: pd.DataFrame) -> list[tuple]:
+    """Rows as comparable tuples (NaN/NA -> None, timestamps -> ISO strings)."""
+    out = []
+    for row in frame.astype(object).where(frame.notna(), None).itertuples(index=False):
+        out.append(tuple(v.isoformat() if hasattr(v, "isoformat") else v for v in row))
+    return out
+
+
+def json_lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def metadata(result, node: str) -> dict[str, Any]:
+    for mat in result.asset_materializations_for_node(node):
+        return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    raise AssertionError(f"{node} was not materialized")
