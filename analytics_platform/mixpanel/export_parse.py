@@ -260,9 +260,9 @@ def _dedup_first(table: pa.Table) -> tuple[pa.Table, int]:
     distinct = pc.count_distinct(table.column("event_id")).as_py()
     if distinct == table.num_rows:
         return table, 0
-    firsts = table.group_by("event_id").aggregate([("line_no", "min")]).column("line_no_min")
+    firsts = table.group_by("event_id", use_threads=False).aggregate([("line_no", "min")]).column("line_no_min")
     kept = table.filter(pc.is_in(table.column("line_no"), value_set=firsts))
-    return kept.sort_by("line_no"), table.num_rows - kept.num_rows
+    return kept, table.num_rows - kept.num_rows
 
 
 class ExportParser:
@@ -356,9 +356,13 @@ class ExportParser:
             del blk
             if out is None:
                 continue
-            is_rejected = pc.is_valid(out.column("reason"))
-            bad = out.filter(is_rejected)
-            good = out.filter(pc.invert(is_rejected))
+            reasons = out.column("reason")
+            if reasons.null_count == out.num_rows:  # the usual case: no copy
+                bad, good = out.slice(0, 0), out
+            else:
+                is_rejected = pc.is_valid(reasons)
+                bad = out.filter(is_rejected)
+                good = out.filter(pc.invert(is_rejected))
             self.stats.lines += bad.num_rows + good.num_rows
             if bad.num_rows:
                 rejected.append(bad.select(["line_no", "raw_line", "reason"]))
@@ -377,7 +381,7 @@ class ExportParser:
 
     def _finish(self, pending: list[pa.Table], rejected: list[pa.Table]) -> ParsedBatch:
         if pending:
-            table = pa.concat_tables(pending).combine_chunks()
+            table = pa.concat_tables(pending)
             self.stats.valid += table.num_rows
             self.stats.reserialised_properties += pc.sum(table.column("reserialised")).as_py() or 0
             table, dropped = _dedup_first(table)

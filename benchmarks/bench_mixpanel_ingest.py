@@ -1,0 +1,196 @@
+"""mixpanel_ingest: Mixpanel export (stub server, HTTP, gzip) -> local DuckDB warehouse.
+
+* ``platform``: ``analytics_platform.mixpanel.ingest.ingest_ranges`` — the export streamed
+  to a temp file, bulk-parsed with DuckDB's JSON functions in 200k-row batches, each batch
+  loaded with one ``insert_missing`` MERGE (pruned to its event dates).
+* ``baseline``: what the old collector did — ``requests`` line iteration, one
+  ``json.loads`` per line, and one INSERT per row (into the same kind of DuckDB table).
+  It is slow, so by default it runs at ``min(scale, 100_000)`` events and its time is
+  extrapolated linearly to ``scale`` (said in ``extra``).
+
+The export file (about 500 bytes per event, ``$insert_id`` on every event, 1% duplicated
+ids, a third of the times in milliseconds) is generated before timing starts.  The stub
+runs in its own process (its gzip CPU is the server's, not ours) and is a child of this
+one, so the harness's peak-RSS figure includes it.  ``extra.cpu_seconds_self`` is this
+process's CPU time for the variant (user + system): the "one core" cost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from benchmarks.harness import Measurement, measure
+
+DEFAULT_SCALES = [1_000_000, 5_000_000]
+BENCH = "mixpanel_ingest"
+DAY = dt.date(2024, 6, 5)
+EVENT = "impression_game_started"
+BASELINE_MAX = 100_000
+
+_SERVER = r"""
+import sys, time
+from analytics_platform_tests.stubs.mixpanel import MixpanelStub
+stub = MixpanelStub(require_auth=False, gzip=True)
+stub.add_file(sys.argv[1], sys.argv[2])
+stub.start()
+print(stub.url, flush=True)
+sys.stdin.read()  # serve until the parent closes our stdin
+stub.stop()
+"""
+
+
+def write_export(path: Path, count: int, day: dt.date = DAY) -> int:
+    """``count`` export lines of about 500 bytes; returns the bytes written."""
+    base = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+    step = 86_400 / max(count, 1)
+    template = (
+        '{"event":"' + EVENT + '","properties":{"time":%d,"distinct_id":"user-%d","$insert_id":"ins-%d",'
+        '"mp_processing_time_ms":%d,"$device_id":"device-%d","$os":"%s","mp_os":"%s",'
+        '"$app_version_string":"5.12.%d","$model":"Pixel 7","mp_country_code":"IL","$city":"Tel Aviv",'
+        '"mp_lib":"android","level":%d,"coins":%d,"session_id":"s-%d","screen":"board",'
+        '"ab_group":"B","payload":"%s"}}\n'
+    )
+    pad = "x" * 110
+    size = 0
+    with open(path, "w", encoding="utf-8", buffering=1 << 22) as out:
+        for i in range(count):
+            seconds = base + int(i * step)
+            ms = i % 3 == 1
+            ident = i - 1 if i % 100 == 99 else i  # 1% duplicated $insert_id
+            os_name = "Android" if i % 3 else "iOS"
+            line = template % (
+                seconds * 1000 + i % 1000 if ms else seconds, i % 50_000, ident, seconds * 1000 + 1500,
+                i % 50_000, os_name, os_name, i % 4, i % 300, (i * 7919) % 100_000, (i * 104729) % 10**9, pad,
+            )
+            out.write(line)
+            size += len(line)
+    return size
+
+
+class _Stub:
+    """The Mixpanel stub in a child process, serving ``path`` for ``day``."""
+
+    def __init__(self, path: Path, day: dt.date) -> None:
+        root = Path(__file__).resolve().parents[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, day.isoformat(), str(path)],
+            cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            raise RuntimeError("the Mixpanel stub did not start")
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except Exception:  # noqa: BLE001
+            self.proc.kill()
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _platform(url: str, scale: int, workdir: Path) -> Measurement:
+    from analytics_platform.mixpanel.ingest import ingest_ranges
+    from analytics_platform.resources.mixpanel import MixpanelResource
+    from analytics_platform.resources.warehouse import DuckDBWarehouse
+
+    warehouse = DuckDBWarehouse(path=str(workdir / "platform.duckdb"))
+    mixpanel = MixpanelResource(export_url=url, api_url=url, timeout_seconds=600)
+    cpu0 = _cpu()
+    with measure(BENCH, "platform", scale, "events") as m:
+        result = ingest_ranges(
+            warehouse=warehouse, mixpanel=mixpanel, dataset="mixpanel_data", table="mixpanel_events",
+            ranges=[(DAY, DAY)], events=[EVENT], workdir=workdir / "tmp",
+        )
+    m.extra.update(
+        cpu_seconds_self=round(_cpu() - cpu0, 1),
+        rows_inserted=result.rows_inserted,
+        duplicates_collapsed=result.duplicates_collapsed,
+        export_bytes=result.export_bytes,
+        export_requests=result.export_requests,
+        load_average=os.getloadavg()[0],
+    )
+    rows = warehouse.query("SELECT COUNT(*) AS n FROM `mixpanel_data.mixpanel_events`")["n"].iloc[0]
+    assert int(rows) == result.rows_inserted, (rows, result.rows_inserted)
+    return m
+
+
+def _baseline(url: str, scale: int, run_scale: int, workdir: Path) -> Measurement:
+    """requests + json.loads per line + one INSERT per row (the old collector's shape)."""
+    import duckdb
+    import requests
+
+    con = duckdb.connect(str(workdir / "baseline.duckdb"))
+    con.execute("SET TimeZone='UTC'")
+    con.execute(
+        "CREATE TABLE events (event_id VARCHAR, event_name VARCHAR, distinct_id VARCHAR, "
+        "event_timestamp TIMESTAMPTZ, inserted_at TIMESTAMPTZ, properties JSON)"
+    )
+    cpu0 = _cpu()
+    with measure(BENCH, "baseline", scale, "events") as m:
+        started = time.perf_counter()
+        seen: set[str] = set()
+        done = 0
+        with requests.get(
+            f"{url}/api/2.0/export",
+            params={"from_date": DAY.isoformat(), "to_date": DAY.isoformat(), "event": json.dumps([EVENT])},
+            headers={"Accept-Encoding": "gzip"}, stream=True, timeout=600,
+        ) as response:
+            response.raise_for_status()
+            for raw in response.iter_lines():
+                if not raw:
+                    continue
+                record = json.loads(raw)
+                props = record["properties"]
+                event_id = props.get("$insert_id")
+                if event_id in seen:
+                    continue
+                seen.add(event_id)
+                t = props["time"]
+                seconds = t / 1000 if t > 1e11 else t
+                con.execute(
+                    "INSERT INTO events VALUES (?, ?, ?, to_timestamp(?), now(), ?)",
+                    [event_id, record["event"], props.get("distinct_id"), seconds, json.dumps(props)],
+                )
+                done += 1
+                if done >= run_scale:
+                    break
+        elapsed = time.perf_counter() - started
+    con.close()
+    factor = scale / max(done, 1)
+    m.wall_seconds = elapsed * factor  # after the block: measure() set the measured time
+    m.extra.update(
+        measured_events=done,
+        measured_seconds=round(elapsed, 2),
+        extrapolated=f"linear x{factor:.1f} from {done:,} events" if factor > 1 else "no",
+        cpu_seconds_self=round((_cpu() - cpu0) * factor, 1),
+        load_average=os.getloadavg()[0],
+    )
+    return m
+
+
+def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list[Measurement]:
+    workdir = Path(workdir)
+    export = workdir / "export.jsonl"
+    size = write_export(export, scale)
+    stub = _Stub(export, DAY)
+    try:
+        results = [_platform(stub.url, scale, workdir)]
+        results[0].extra["file_mb"] = round(size / 2**20)
+        run_scale = min(scale, baseline_scale or BASELINE_MAX)
+        results.append(_baseline(stub.url, scale, run_scale, workdir))
+    finally:
+        stub.close()
+    return results
