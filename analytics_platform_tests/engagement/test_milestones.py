@@ -126,3 +126,13 @@ def test_goal_setting_check_fails_on_a_corrupted_row(world):
     checks = check_results(result)
     assert not checks[("app_db/user_milestones", "milestones_imply_goal_setting")].passed
     assert not checks[("app_db/user_milestones", "same_users_as_signals")].passed
+
+
+def test_milestones_refuse_signals_written_without_their_aggregates(world):
+    world.goal("u1", GOAL_FITNESS, tier=1)
+    materialize(world.app_db, [SIGNALS_KEY])
+    world.run("DELETE FROM user_engagement_aggregates")
+    result = materialize(world.app_db, [MILESTONES_KEY], raise_on_error=False)
+    assert not result.success
+    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert "re-materialize app_db/user_engagement_signals" in message

@@ -15,6 +15,8 @@ CREATE TABLE IF NOT EXISTS firestore_app_usage_events (
 );
 CREATE INDEX IF NOT EXISTS firestore_app_usage_events_user_ts
     ON firestore_app_usage_events (user_id, event_timestamp);
+CREATE INDEX IF NOT EXISTS firestore_app_usage_events_ts
+    ON firestore_app_usage_events (event_timestamp);
 
 -- Documents that failed validation, with the reasons (quarantine; upserted by path).
 CREATE TABLE IF NOT EXISTS firestore_app_usage_event_rejects (
