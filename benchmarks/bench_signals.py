@@ -193,6 +193,44 @@ def _server():
     return server.url, server
 
 
+def _postmaster(url: str):
+    """The local PostgreSQL server process of ``url`` (for its CPU time), or None."""
+    import psutil
+    from sqlalchemy.engine import make_url
+
+    port = str(make_url(url).port or 5432)
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            if proc.info["name"] in ("postgres", "postmaster") and any(
+                a == port or a.endswith(f"={port}") for a in cmd
+            ) and (proc.parent() is None or proc.parent().name() not in ("postgres", "postmaster")):
+                return proc
+        except psutil.Error:
+            continue
+    return None
+
+
+def _db_cpu_seconds(postmaster) -> Optional[float]:
+    """CPU seconds used so far by the server: postmaster, its exited children, live children."""
+    import psutil
+
+    if postmaster is None:
+        return None
+    try:
+        t = postmaster.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in postmaster.children():
+            try:
+                c = child.cpu_times()
+                total += c.user + c.system
+            except psutil.Error:
+                pass
+        return total
+    except psutil.Error:
+        return None
+
+
 def _platform_rows(db: AppDatabase, users: list[str]) -> dict:
     with db.connect() as conn:
         rows = conn.execute(
@@ -215,7 +253,9 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
         seed_seconds = round(time.perf_counter() - started, 1)
         load = os.getloadavg()[0]
 
+        postmaster = _postmaster(url)
         resources = {"app_db": db, "firestore": FirestoreResource(local_export_path=str(workdir / "none.jsonl"))}
+        cpu_before = _db_cpu_seconds(postmaster)
         with measure(NAME, "platform", scale, "users") as m:
             outcome = dg.materialize(
                 assets=ASSETS,
@@ -224,6 +264,7 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
                 resources=resources,
                 instance=dg.DagsterInstance.ephemeral(),
             )
+        cpu_after = _db_cpu_seconds(postmaster)
         step_seconds = {
             e.step_key: round(e.event_specific_data.duration_ms / 1000, 2)
             for e in outcome.all_events if e.event_type_value == "STEP_SUCCESS"
@@ -233,6 +274,7 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
         m.extra.update(
             events=counts["firestore_app_usage_events"], user_goals=counts["user_goals"], rows_per_table=rows,
             step_seconds=step_seconds, seed_seconds=seed_seconds, load_avg_1m_before=round(load, 2),
+            db_cpu_seconds=round(cpu_after - cpu_before, 1) if cpu_before is not None else None,
         )
         results.append(m)
 
@@ -240,8 +282,10 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
         with db.connect() as conn:
             platform = _platform_rows(db, evaluated_users(conn)[:sample])  # before the baseline overwrites them
         load = os.getloadavg()[0]
+        cpu_before = _db_cpu_seconds(postmaster)
         with measure(NAME, "baseline", scale, "users") as b:
             total_users, find_seconds, loop_seconds, base = baseline(db, sample)
+        cpu_after = _db_cpu_seconds(postmaster)
         done = len(base)
         measured = b.wall_seconds
         per_user = loop_seconds / max(done, 1)
@@ -259,6 +303,7 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
             per_user_ms=round(per_user * 1000, 3), extrapolated_to_users=total_users,
             note="find query measured once + per-user loop measured on a sample, extrapolated linearly",
             load_avg_1m_before=round(load, 2),
+            db_cpu_seconds_measured=round(cpu_after - cpu_before, 1) if cpu_before is not None else None,
         )
         results.append(b)
         m.extra["ratio_vs_baseline"] = round(b.wall_seconds / m.wall_seconds, 1)
