@@ -16,6 +16,7 @@ import logging
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics_platform.mixpanel.export_parse import BATCH_ROWS, ExportParser
+from analytics_platform.resources.warehouse import read_sql, render_sql, transpile_to_duckdb
 from analytics_platform.mixpanel.tables import (
     EVENTS_SCHEMA,
     REJECTED_SCHEMA,
@@ -38,6 +40,12 @@ UTC = dt.timezone.utc
 MIN_SECONDS_BETWEEN_EXPORTS = 0.4
 
 _log = logging.getLogger(__name__)
+_DUCKDB_BATCH = "_mixpanel_batch"
+
+
+def _micros(ts: dt.datetime) -> int:
+    delta = ts.astimezone(UTC) - dt.datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 @dataclass
@@ -121,42 +129,74 @@ class EventsLoader:
         ensure_rejected_table(warehouse, dataset)
 
     def load_events(self, events: pa.Table) -> int:
-        """insert_missing on event_id within the batch's event dates; return rows inserted."""
+        """Insert the batch's rows whose event_id is absent (within the batch's event
+        dates, `sql/mixpanel/insert_new_events.sql`); return the rows inserted."""
         if events.num_rows == 0:
             return 0
         bounds = pc.min_max(events.column("event_date"))
-        lo, hi = bounds["min"], bounds["max"]
+        params = {"date_from": bounds["min"].as_py(), "date_to": bounds["max"].as_py()}
+        batch = self._rows(events)
+        if self.warehouse.engine == "duckdb":
+            return self._insert_duckdb(batch, params)
+        # BigQuery: stage the batch in a table (a load job), insert from it, drop it.
+        staging = f"_mixpanel_batch_{uuid.uuid4().hex[:12]}"
+        self.warehouse.load(batch, self.dataset, staging, EVENTS_SCHEMA, mode="append")
+        try:
+            return int(
+                self.warehouse.execute_file(
+                    "mixpanel/insert_new_events",
+                    params,
+                    dataset=self.dataset,
+                    table=self.table,
+                    batch_dataset=self.dataset,
+                    batch=staging,
+                )
+            )
+        finally:
+            self.warehouse.execute_file("mixpanel/drop_table", dataset=self.dataset, table=staging)
+
+    def _insert_duckdb(self, batch: pa.Table, params: dict) -> int:
+        """Local warehouse: the same statement straight from the Arrow batch (no staging
+        copy), in one DuckDB transaction."""
+        sql = transpile_to_duckdb(
+            render_sql(
+                read_sql("mixpanel/insert_new_events"),
+                dataset=self.dataset,
+                table=self.table,
+                batch_dataset="main",
+                batch=_DUCKDB_BATCH,
+            )
+        )
+        with self.warehouse.connect() as con:
+            con.register(_DUCKDB_BATCH, batch)
+            try:
+                row = con.execute(sql, params).fetchone()
+            finally:
+                con.unregister(_DUCKDB_BATCH)
+        return int(row[0]) if row else 0
+
+    def _rows(self, events: pa.Table) -> pa.Table:
+        """The batch with the table's columns, types and order."""
         ts = events.column("event_timestamp")
         if ts.type.tz is None:
             ts = ts.cast(pa.timestamp("us", tz="UTC"))
-        batch = pa.table(
+        inserted = pa.array(
+            np.full(events.num_rows, _micros(self.inserted_at), dtype=np.int64), type=pa.int64()
+        ).cast(pa.timestamp("us", tz="UTC"))
+        return pa.table(
             {
-                "event_id": events.column("event_id"),
-                "event_name": events.column("event_name"),
-                "distinct_id": events.column("distinct_id"),
+                "event_id": events.column("event_id").cast(pa.string()),
+                "event_name": events.column("event_name").cast(pa.string()),
+                "distinct_id": events.column("distinct_id").cast(pa.string()),
                 "event_timestamp": ts,
-                "inserted_at": pa.array(
-                    np.full(events.num_rows, int(self.inserted_at.timestamp() * 1_000_000), dtype=np.int64),
-                    type=pa.int64(),
-                ).cast(pa.timestamp("us", tz="UTC")),
-                "properties": events.column("properties"),
+                "inserted_at": inserted,
+                "properties": events.column("properties").cast(pa.string()),
                 "event_date": events.column("event_date"),
-                "device_id": events.column("device_id"),
-                "os": events.column("os"),
+                "device_id": events.column("device_id").cast(pa.string()),
+                "os": events.column("os").cast(pa.string()),
                 "mp_processing_time_ms": events.column("mp_processing_time_ms"),
             }
         )
-        result = self.warehouse.load(
-            batch,
-            self.dataset,
-            self.table,
-            EVENTS_SCHEMA,
-            mode="insert_missing",
-            key_columns=("event_id",),
-            match_filter="T.event_date BETWEEN @match_from AND @match_to",
-            match_params={"match_from": lo.as_py(), "match_to": hi.as_py()},
-        )
-        return int(result.rows_affected)
 
     def load_rejected(self, rejected: pa.Table, partition_dates: Sequence[dt.date], seen_at: dt.datetime) -> int:
         """Insert each (partition_date, line) not recorded yet; return rows inserted."""
