@@ -32,6 +32,10 @@ EXTRACT_OP = "app_db__firestore_app_usage_events"
 SIGNALS_OP = "app_db__user_engagement_signals"
 MILESTONES_OP = "app_db__user_milestones"
 
+# every asset of this domain is safe to re-run, so transient failures (Firestore, PostgreSQL)
+# are retried with exponential backoff and jitter
+RETRY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
 CHECK_VALID_DOCUMENTS = "documents_valid"
 CHECK_ONE_ROW = "one_row_per_user_and_date"
 CHECK_MATCHES_SIGNALS = "same_users_as_signals"
@@ -104,6 +108,7 @@ class ExtractionConfig(dg.Config):
     kinds={"firestore", "postgres"},
     owners=OWNERS,
     tags=TAGS,
+    retry_policy=RETRY,
     check_specs=[
         dg.AssetCheckSpec(
             CHECK_VALID_DOCUMENTS,
@@ -221,7 +226,7 @@ def _requested_users(config: UserIdsConfig) -> Optional[list[str]]:
         return None
     users = sorted({u.strip() for u in config.user_ids if u and u.strip()})
     if not users:
-        raise dg.Failure("user_ids is empty: omit it to recompute the whole partition.")
+        raise dg.Failure("user_ids is empty: omit it to recompute the whole partition.", allow_retries=False)
     return users
 
 
@@ -232,7 +237,8 @@ def _require_goal_tables(app_db: AppDatabase) -> None:
         raise dg.Failure(
             f"The application database lacks the goal tables {', '.join(missing)}. They belong to "
             "the application (check APP_DATABASE_URL); locally, seed them with "
-            "`python -m analytics_platform.demo --domain engagement`."
+            "`python -m analytics_platform.demo --domain engagement`.",
+            allow_retries=False,
         )
 
 
@@ -267,6 +273,7 @@ PARTITIONS = daily_partitions()
     kinds={"postgres", "pandas"},
     owners=OWNERS,
     tags=TAGS,
+    retry_policy=RETRY,
     check_specs=[
         dg.AssetCheckSpec(
             CHECK_ONE_ROW,
@@ -299,10 +306,10 @@ def user_engagement_signals(
     computed_at = utc_now()
     with app_db.begin() as conn:
         store.ensure_schema(conn)
-        aggregates = store.load_user_aggregates(conn, as_of, users)
+        store.write_aggregates(conn, as_of, day, computed_at, users)  # set-based, inside PostgreSQL
+        aggregates = store.read_aggregates(conn, day, users)
         signals = rules.compute_signals(aggregates)
         written = store.replace_partition_rows(conn, store.SIGNALS_TABLE, signals, day, computed_at, users)
-        store.replace_partition_rows(conn, store.AGGREGATES_TABLE, aggregates, day, computed_at, users)
     check = _one_row_check(app_db, store.SIGNALS_TABLE, day, None if users else len(signals))
     with app_db.connect() as conn:
         partition_rows = store.partition_stats(conn, store.SIGNALS_TABLE, day).rows
@@ -334,6 +341,7 @@ def user_engagement_signals(
     kinds={"postgres", "pandas"},
     owners=OWNERS,
     tags=TAGS,
+    retry_policy=RETRY,
     check_specs=[
         dg.AssetCheckSpec(
             CHECK_ONE_ROW,
@@ -378,7 +386,8 @@ def user_milestones(
             raise dg.Failure(
                 f"{int((~inputs['aggregates_found']).sum())} signals row(s) of {day.isoformat()} have no "
                 f"row in {store.AGGREGATES_TABLE}: re-materialize app_db/user_engagement_signals for this "
-                "partition (it writes both in one transaction)."
+                "partition (it writes both in one transaction).",
+                allow_retries=False,
             )
         milestones = rules.compute_milestones(inputs)
         written = store.replace_partition_rows(conn, store.MILESTONES_TABLE, milestones, day, computed_at, users)

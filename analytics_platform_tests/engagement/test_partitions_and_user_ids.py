@@ -4,7 +4,6 @@ partition is unchanged) and the transactional replace of a partition."""
 from __future__ import annotations
 
 import dagster as dg
-import pytest
 
 from analytics_platform.engagement import rules
 from analytics_platform.engagement.assets import MILESTONES_KEY, SIGNALS_KEY
@@ -133,7 +132,8 @@ def test_failed_run_leaves_the_partition_as_it_was(world, monkeypatch):
 
     def replace_then_fail(conn, table, frame, *args, **kwargs):
         real_replace(conn, table, frame, *args, **kwargs)  # rows deleted and copied ...
-        raise RuntimeError("connection lost before commit")  # ... but never committed
+        # ... but never committed (not retried here: the retry would fail the same way)
+        raise dg.Failure("connection lost before commit", allow_retries=False)
 
     monkeypatch.setattr(store, "replace_partition_rows", replace_then_fail)
     result = materialize(world.app_db, [SIGNALS_KEY], raise_on_error=False)

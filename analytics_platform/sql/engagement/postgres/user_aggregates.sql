@@ -9,7 +9,7 @@
 -- event, so an app in two sub-categories is never counted twice.
 -- `ev` is computed once per event behind an OFFSET 0 fence (PostgreSQL does not share common
 -- sub-expressions: inlined, every FILTER would re-evaluate the array overlap; measured half the
--- CPU this way); the week-0 session count reads only week-0 events (index on event_timestamp).
+-- CPU this way; sums are cast to BIGINT, NUMERIC would arrive as slow Decimals); the week-0 session count reads only week-0 events (index on event_timestamp).
 WITH
 user_subs AS NOT MATERIALIZED (
     SELECT ug.user_id,
@@ -47,16 +47,16 @@ per_user AS NOT MATERIALIZED (
            count(*) FILTER (WHERE is_service)             AS service_event_count,
            count(*) FILTER (WHERE aligned)                AS aligned_event_count,
            coalesce(max(fg) FILTER (WHERE aligned), 0)    AS max_aligned_foreground_ms,
-           coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b1), 0) AS f0,
-           coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b2 AND ts < :b1), 0) AS f1,
-           coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b3 AND ts < :b2), 0) AS f2,
-           coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b4 AND ts < :b3), 0) AS f3,
-           coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b5 AND ts < :b4), 0) AS f4,
-           coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b6 AND ts < :b5), 0) AS f5,
-           coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b7 AND ts < :b6), 0) AS f6,
-           coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b8 AND ts < :b7), 0) AS f7,
-           coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b9 AND ts < :b8), 0) AS f8,
-           coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b10 AND ts < :b9), 0) AS f9,
+           CAST(coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b1), 0) AS bigint) AS f0,
+           CAST(coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b2 AND ts < :b1), 0) AS bigint) AS f1,
+           CAST(coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b3 AND ts < :b2), 0) AS bigint) AS f2,
+           CAST(coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b4 AND ts < :b3), 0) AS bigint) AS f3,
+           CAST(coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b5 AND ts < :b4), 0) AS bigint) AS f4,
+           CAST(coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b6 AND ts < :b5), 0) AS bigint) AS f5,
+           CAST(coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b7 AND ts < :b6), 0) AS bigint) AS f6,
+           CAST(coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b8 AND ts < :b7), 0) AS bigint) AS f7,
+           CAST(coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b9 AND ts < :b8), 0) AS bigint) AS f8,
+           CAST(coalesce(sum(fg) FILTER (WHERE aligned AND ts >= :b10 AND ts < :b9), 0) AS bigint) AS f9,
            bool_or(tier1)                                 AS has_tier1_event,
            bool_or(tier2)                                 AS has_tier2_event
     FROM ev
