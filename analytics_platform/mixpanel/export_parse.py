@@ -68,12 +68,13 @@ PARSED_COLUMNS = (
 # '{"event":<S>,"properties":<X>}'; the first '"properties":' is that key when the text
 # before it is exactly '{"event":<one JSON string>,' (the pattern cannot occur inside a
 # JSON string: its quotes would be escaped).  When S is a JSON string and X a JSON object,
-# the line is valid and X is the raw properties text, cut out unchanged.
+# the line is valid and X is the raw properties text, cut out unchanged (stage 2a parses
+# X once; a line whose X does not parse goes to the general path).
 _SHAPE_SQL = r"""
 SELECT line_no, s_tok, x,
        shaped
        AND starts_with(s_tok, '"') AND starts_with(x, '{')
-       AND json_valid(s_tok) AND json_valid(x) AS fast_ok
+       AND json_valid(s_tok) AS fast_ok
 FROM (
     SELECT line_no,
            starts_with(line, '{"event":') AND ppos > 11
@@ -89,9 +90,11 @@ FROM (
 )
 """
 
-# Stage 2a, over ``fx(line_no, s_tok, x)`` (lines of Mixpanel's shape): one parse of X.
+# Stage 2a, over ``fx(line_no, s_tok, x)`` (lines of Mixpanel's shape): one parse of X;
+# ``f`` is NULL when X is not valid JSON (``try``), and the caller re-routes that line.
 _FAST_SQL = r"""
 SELECT line_no,
+       f IS NOT NULL AS parsed,
        CAST(NULL AS VARCHAR) AS reason,
        json_extract_string(s_tok, '$') AS event_name,
        f[1] AS time_text,
@@ -105,8 +108,8 @@ SELECT line_no,
        CAST(NULL AS VARCHAR) AS raw_line
 FROM (
     SELECT line_no, s_tok, x,
-           json_extract_string(x, ['$.time', '$.distinct_id', '$."$insert_id"', '$."$device_id"',
-                                   '$."$os"', '$.mp_os', '$.mp_processing_time_ms']) AS f
+           try(json_extract_string(x, ['$.time', '$.distinct_id', '$."$insert_id"', '$."$device_id"',
+                                       '$."$os"', '$.mp_os', '$.mp_processing_time_ms'])) AS f
     FROM fx
 )
 """
@@ -154,7 +157,7 @@ WHERE reason IS NULL OR reason <> 'blank'
 
 # Stage 3, over ``px`` (stage 2 rows): time, identity and the remaining reasons.
 _FINAL_SQL = r"""
-WITH c AS (
+WITH {source}c AS (
     SELECT *,
            CASE
                WHEN reason IS NOT NULL THEN reason
@@ -180,7 +183,7 @@ SELECT line_no,
        os,
        TRY_CAST(TRY_CAST(processing_text AS DOUBLE) AS BIGINT) AS mp_processing_time_ms,
        reserialised,
-       raw_line
+       raw_line{extra}
 FROM (
     SELECT *,
            CASE WHEN why IS NULL THEN make_timestamp(CAST(round(
@@ -286,8 +289,11 @@ class ExportParser:
         # 64-bit hashes of every kept event_id, to count duplicates across batches exactly
         # enough (a collision among 5M ids has probability ~1e-6) in flat, small memory.
         self._con.execute("CREATE TABLE seen_ids (h UBIGINT)")
-        self._final_sql = _FINAL_SQL.replace("{ms_threshold}", str(MS_THRESHOLD)).replace(
-            "{max_time}", str(MAX_TIME)
+        final = _FINAL_SQL.replace("{ms_threshold}", str(MS_THRESHOLD)).replace("{max_time}", str(MAX_TIME))
+        self._final_sql = final.replace("{source}", "").replace("{extra}", "")
+        # the fast path in one query: stage 2a feeding stage 3 (``parsed`` passed through)
+        self._fast_final_sql = final.replace("{source}", "px AS (" + _FAST_SQL + "), ").replace(
+            "{extra}", ", parsed"
         )
 
     def duplicates_total(self) -> int:
@@ -317,18 +323,24 @@ class ExportParser:
         """One block -> rows of every non-blank line (``reason`` NULL for a good event)."""
         shaped = self._sql(_SHAPE_SQL, blk=blk)
         fast_ok = shaped.column("fast_ok")
-        fast = shaped.filter(fast_ok).select(["line_no", "s_tok", "x"])
+        fast = shaped.filter(fast_ok).select(["line_no", "s_tok", "x"]) if not pc.all(fast_ok).as_py() else shaped.select(["line_no", "s_tok", "x"])
         parts = []
+        slow_mask = pc.invert(fast_ok)
         if fast.num_rows:
-            parts.append(self._sql(_FAST_SQL, fx=fast))
-        if fast.num_rows < blk.num_rows:
-            slow = blk.filter(pc.invert(fast_ok))
-            parts.append(self._sql(_SLOW_SQL, sx=slow))
+            done = self._sql(self._fast_final_sql, fx=fast)
+            parsed = done.column("parsed")
+            if not pc.all(parsed).as_py():  # X was not valid JSON: the general path decides
+                failed = pc.filter(done.column("line_no"), pc.invert(parsed))
+                slow_mask = pc.or_(slow_mask, pc.is_in(blk.column("line_no"), value_set=failed))
+                done = done.filter(parsed)
+            parts.append(done.drop_columns(["parsed"]))
+        if pc.any(slow_mask).as_py():
+            slow = self._sql(_SLOW_SQL, sx=blk.filter(slow_mask))
+            parts.append(self._sql(self._final_sql, px=slow))
         del shaped, fast
         if not parts:
             return None
-        rows = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
-        out = self._sql(self._final_sql, px=rows)
+        out = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
         # Lines that stage 3 rejected (event name or time unusable) need their raw text.
         need = pc.and_(pc.is_valid(out.column("reason")), pc.is_null(out.column("raw_line")))
         if pc.any(need).as_py():
