@@ -61,7 +61,7 @@ def mixpanel_events(
     table (partitioned by `event_date`, UTC) and malformed lines into
     `{dataset}.mixpanel_events_rejected`.
 
-    Re-run safety: rows are inserted only when their `event_id` is absent (`insert_missing`),
+    Re-run safety: rows are inserted only when their `event_id` is absent,
     so re-running a day, overlapping fetches and the 15-minute refresh never duplicate a
     row, and rows already loaded keep their `inserted_at`; a rejected line is recorded once
     per (partition_date, line).  Rows of the fetched days whose event is no longer

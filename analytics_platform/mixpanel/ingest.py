@@ -2,10 +2,11 @@
 
 For each contiguous day range: ONE export request streamed to a temp file
 (``MixpanelResource.export_to_file``), bulk-parsed in batches (:mod:`export_parse`), each
-batch loaded with ``insert_missing`` on ``event_id`` limited to the batch's event dates
-(BigQuery prunes the target to those partitions): rows already loaded keep their
-``inserted_at`` and nothing is duplicated, however often a day is re-fetched.  Rejected
-lines go to ``mixpanel_events_rejected`` once per (partition_date, line).
+batch inserted with one statement (``sql/mixpanel/insert_new_events.sql``: the rows whose
+``event_id`` is absent among the batch's event dates, so BigQuery prunes the target to
+those partitions): rows already loaded keep their ``inserted_at`` and nothing is
+duplicated, however often a day is re-fetched.  Rejected lines go to
+``mixpanel_events_rejected`` once per (partition_date, line).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics_platform.mixpanel.export_parse import BATCH_ROWS, ExportParser
-from analytics_platform.resources.warehouse import read_sql, render_sql, transpile_to_duckdb
 from analytics_platform.mixpanel.tables import (
     EVENTS_SCHEMA,
     REJECTED_SCHEMA,
@@ -34,6 +34,7 @@ from analytics_platform.mixpanel.tables import (
     ensure_events_table,
     ensure_rejected_table,
 )
+from analytics_platform.resources.warehouse import read_sql, render_sql, transpile_to_duckdb
 
 UTC = dt.timezone.utc
 # Mixpanel allows 3 export queries per second: never start two closer than this.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import dagster as dg
 import pytest
 
 from analytics_platform.resources.mixpanel import MixpanelResource

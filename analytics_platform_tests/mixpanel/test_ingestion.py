@@ -3,10 +3,7 @@ BigQuery emulator (the ``warehouse`` fixture runs every test on both)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-
-import dagster as dg
 
 from analytics_platform_tests.mixpanel.conftest import (
     EVENTS_KEY,
@@ -135,7 +132,7 @@ def test_properties_are_stored_as_received(warehouse, mixpanel_stub, mixpanel):
     )
     mixpanel_stub.add_raw_lines(DAY, ['{"event":"app_open","properties":' + props_text + "}"])
     materialize_events(warehouse, mixpanel, DAY)
-    stored = warehouse.query(f"SELECT properties FROM `mixpanel_data.mixpanel_events` WHERE event_id = 'p-1'")["properties"].iloc[0]
+    stored = warehouse.query("SELECT properties FROM `mixpanel_data.mixpanel_events` WHERE event_id = 'p-1'")["properties"].iloc[0]
     stored_text = stored if isinstance(stored, str) else json.dumps(stored)
     # Python's json keeps integers exact: the values are those received, big ints included
     assert json.loads(stored_text) == json.loads(props_text)
