@@ -22,6 +22,12 @@ random service app, 10 % on non-service apps.
   (default 2 000) and is extrapolated linearly to all evaluated users (see ``extra``); its
   results are compared with the platform's rows for those users.
 
+* ``lambda_firestore`` (extra row, when the Firestore emulator is installed; skip with
+  ``BENCH_SIGNALS_FIRESTORE=0``): the Lambda's real shape — per user, the events read from
+  Firestore (``app_usage_events/{user}/events``, here the local emulator: no network, so a
+  lower bound of the real thing) and the goals from PostgreSQL; measured on 200 users and
+  extrapolated linearly. Its ratio is in the platform row's ``extra``.
+
 PostgreSQL: ``BENCH_POSTGRES_URL`` when set (a scratch database: the engagement and goal
 tables are dropped), else a throwaway server started like the test fixture does.
 """
@@ -183,6 +189,63 @@ def baseline(db: AppDatabase, limit: int) -> tuple[int, float, float, dict]:
     return total_users, find_seconds, time.perf_counter() - started, results
 
 
+FIRESTORE_SAMPLE_USERS = 200
+
+
+def lambda_firestore(db: AppDatabase, workdir: Path, users: list[str]) -> Optional[tuple[float, int, float]]:
+    """The Lambda's shape on ``users``: events per user from the Firestore emulator, goals per
+    user from PostgreSQL. Returns (seconds per user, users, setup seconds) or None."""
+    if os.environ.get("BENCH_SIGNALS_FIRESTORE", "1") == "0":
+        return None
+    try:
+        from analytics_platform_tests.infra.firestore import start_firestore_emulator
+    except ImportError:
+        return None
+    try:
+        emulator = start_firestore_emulator(workdir)
+    except (FileNotFoundError, RuntimeError):
+        return None
+    try:
+        fs = FirestoreResource(emulator_host=emulator.host, project_id="bench-signals")
+        started = time.perf_counter()
+        with db.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT user_id, event_id, app_id, foreground_time_ms, session_id, event_timestamp "
+                        "FROM firestore_app_usage_events WHERE user_id = ANY(:u)"),
+                {"u": users},
+            ).all()
+        fs.write_documents(
+            {"path": f"app_usage_events/{u}/events/{e}",
+             "fields": {"app_id": a, "foreground_time_ms": fg, "session_id": s, "timestamp": ts}}
+            for u, e, a, fg, s, ts in rows
+        )
+        setup = time.perf_counter() - started
+        client = fs.get_client()
+        with db.connect() as conn:
+            app_subs: dict[str, set] = {}
+            for package, sub in conn.execute(
+                sa.text("SELECT a.package_name, agsc.sub_category_id FROM apps a "
+                        "LEFT JOIN app_goal_sub_categories agsc ON agsc.app_id = a.id")
+            ):
+                app_subs.setdefault(package, set())
+                if sub is not None:
+                    app_subs[package].add(sub)
+            started = time.perf_counter()
+            for user in users:
+                events = []
+                for snap in client.collection("app_usage_events").document(user).collection("events").stream():
+                    f = snap.to_dict()
+                    events.append(reference.Event(f["app_id"], f["foreground_time_ms"], f["session_id"], f["timestamp"]))
+                goals = [tuple(g) for g in conn.execute(
+                    sa.text("SELECT g.sub_category_id, ug.tier FROM user_goals ug JOIN goals g ON g.id = ug.goal_id "
+                            "WHERE ug.user_id = :u"), {"u": user})]
+                reference.evaluate_user(events, goals, app_subs, T)
+            per_user = (time.perf_counter() - started) / max(len(users), 1)
+        return per_user, len(users), setup
+    finally:
+        emulator.stop()
+
+
 def _server():
     url = os.environ.get("BENCH_POSTGRES_URL")
     if url:
@@ -307,6 +370,20 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
         )
         results.append(b)
         m.extra["ratio_vs_baseline"] = round(b.wall_seconds / m.wall_seconds, 1)
+
+        with db.connect() as conn:
+            everyone = evaluated_users(conn)
+        lam = lambda_firestore(db, workdir, everyone[:FIRESTORE_SAMPLE_USERS])
+        if lam is not None:
+            per_user, measured_users, setup = lam
+            f = Measurement(NAME, "lambda_firestore", scale, "users", find_seconds + per_user * len(everyone), 0.0)
+            f.extra.update(
+                measured_users=measured_users, per_user_ms=round(per_user * 1000, 2), setup_seconds=round(setup, 1),
+                extrapolated_to_users=len(everyone),
+                note="per-user Firestore (local emulator) reads + per-user goals query, extrapolated linearly",
+            )
+            results.append(f)
+            m.extra["ratio_vs_lambda_firestore"] = round(f.wall_seconds / m.wall_seconds, 1)
         m.extra["baseline_sample_mismatches"] = mismatches
     finally:
         if db._engine is not None:
