@@ -51,13 +51,30 @@ def e2e_asset() -> tuple[str, str]:
     return harness.pick_e2e_asset()
 
 
+def _doc_command_domains() -> set[str]:
+    """Domains (asset groups) of the assets the documented CLI commands touch."""
+    from analytics_platform.definitions import defs
+
+    graph = defs.get_repository_def().asset_graph
+    domains = set()
+    one_run = harness.argv_of(harness.doc_command("backfill-range-one-run"))
+    for key in (harness.option(one_run, "--select") or "").split(","):
+        if key:
+            domains.add(graph.get(__import__("dagster").AssetKey(key.split("/"))).group_name)
+    daemon = harness.argv_of(harness.doc_command("backfill-daemon"))
+    job = defs.resolve_job_def(harness.option(daemon, "-j", "--job"))
+    domains |= {graph.get(k).group_name for k in job.asset_layer.executable_asset_keys}
+    return domains
+
+
 @pytest.fixture(scope="session")
 def seeded_data(tmp_path_factory: pytest.TempPathFactory, e2e_asset: tuple[str, str]) -> Path:
-    """ANALYTICS_DATA_DIR with the demo seed of the asset's domain (copied per use)."""
+    """ANALYTICS_DATA_DIR with the demo seed of every domain the ops tests drive (copied per use)."""
     base = tmp_path_factory.mktemp("ops-seed")
     data = base / "data"
     env = harness.local_env(base / "dagster_home", data)
-    harness.seed_demo(e2e_asset[1], env, base / "seed.log")
+    domains = sorted({e2e_asset[1]} | _doc_command_domains())
+    harness.seed_demo(domains, env, base / "seed.log")
     return data
 
 

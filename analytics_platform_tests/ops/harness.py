@@ -82,9 +82,12 @@ def write_local_instance(dagster_home: Path) -> None:
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
 
-def seed_demo(domain: str, env: Mapping[str, str], log: Path) -> None:
-    """`python -m analytics_platform.demo --seed-only --domain D` (README command 1's seed)."""
-    run_logged([sys.executable, "-m", "analytics_platform.demo", "--seed-only", "--domain", domain], env, log, 300)
+def seed_demo(domains: Sequence[str], env: Mapping[str, str], log: Path) -> None:
+    """`python -m analytics_platform.demo --seed-only --domain D ...` (README command 1's seed)."""
+    argv = [sys.executable, "-m", "analytics_platform.demo", "--seed-only"]
+    for domain in domains:
+        argv += ["--domain", domain]
+    run_logged(argv, env, log, 300)
 
 
 def run_logged(argv: Sequence[str], env: Mapping[str, str], log: Path, timeout: float) -> subprocess.CompletedProcess:
