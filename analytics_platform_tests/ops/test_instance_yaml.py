@@ -1,0 +1,121 @@
+"""The repository's dagster.yaml (the production instance) exercised on a real PostgreSQL.
+
+DAGSTER_HOME holds an unmodified copy of ./dagster.yaml; DAGSTER_PG_* point at a fresh
+database on the session's PostgreSQL (its storage section picks PostgreSQL when
+DAGSTER_PG_HOST is set).  A partition is materialized with the CLI, and the
+run, its event log and the asset index must be in PostgreSQL (not in SQLite files under
+DAGSTER_HOME); the run queue, its Mixpanel tag limits and run retries are what the file says.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from analytics_platform_tests.ops import harness
+
+REPO_YAML = harness.REPO_ROOT / "dagster.yaml"
+
+
+def _pg_env(app_db_url: str) -> dict[str, str]:
+    url = sa.make_url(app_db_url)
+    if not url.host or not url.port:
+        pytest.skip("the session PostgreSQL listens on a unix socket only; dagster.yaml takes host and port")
+    return {
+        "DAGSTER_PG_USERNAME": url.username or "postgres",
+        "DAGSTER_PG_PASSWORD": url.password or "",
+        "DAGSTER_PG_HOST": url.host,
+        "DAGSTER_PG_DB": url.database,
+        "DAGSTER_PG_PORT": str(url.port),
+    }
+
+
+def _walk(node, path=()):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(v, path + (str(k),))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, path + (str(i),))
+    else:
+        yield path, node
+
+
+def test_dagster_yaml_has_no_literal_secret() -> None:
+    config = yaml.safe_load(REPO_YAML.read_text())
+    secretish = ("password", "secret", "token", "credential")
+    literal = [
+        "/".join(path) for path, value in _walk(config)
+        if any(w in "/".join(path).lower() for w in secretish) and path[-1] != "env" and value not in (None, "")
+    ]
+    assert not literal, f"dagster.yaml holds literal secrets at {literal}: use {{env: VAR}}"
+
+
+@pytest.mark.timeout(600)
+def test_materialization_stored_in_postgres(local_platform, app_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    pg = _pg_env(app_db_url)
+    home = local_platform.dagster_home
+    shutil.copyfile(REPO_YAML, home / "dagster.yaml")  # exactly the repository's file
+    env = {**local_platform.env, **pg}
+    key, partition = local_platform.asset_key, harness.DEMO_DATE
+
+    argv = [
+        str(harness.VENV_BIN / "dagster"), "asset", "materialize", "-m", "analytics_platform.definitions",
+        "--select", key, "--partition", partition,
+    ]
+    harness.run_logged(argv, env, local_platform.log, 600)
+
+    for name, value in pg.items():  # the instance resolves its env: vars when loaded
+        monkeypatch.setenv(name, value)
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+
+        runs = instance.get_runs()
+        assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS, runs
+        run = runs[0]
+        assert run.tags.get("dagster/partition") == partition
+
+        # The production run queue, with the limits that protect Mixpanel, and run retries.
+        expected = yaml.safe_load(REPO_YAML.read_text())
+        coordinator = instance.run_coordinator
+        assert type(coordinator).__name__ == "QueuedRunCoordinator"
+        limits = expected["run_coordinator"]["config"]["tag_concurrency_limits"]
+        assert coordinator.get_run_queue_config().tag_concurrency_limits == limits
+        assert coordinator.get_run_queue_config().max_concurrent_runs == expected["run_coordinator"]["config"]["max_concurrent_runs"]
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == expected["run_retries"]["max_retries"]
+        assert instance.run_monitoring_enabled
+    finally:
+        instance.dispose()
+
+    # Read PostgreSQL directly: the run, its materialization events and the asset index.
+    engine = sa.create_engine(app_db_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            status = conn.execute(sa.text("SELECT status FROM runs WHERE run_id = :r"), {"r": run.run_id}).scalar()
+            materializations = conn.execute(
+                sa.text(
+                    "SELECT COUNT(*) FROM event_logs WHERE run_id = :r "
+                    "AND dagster_event_type = 'ASSET_MATERIALIZATION' AND partition = :p"
+                ),
+                {"r": run.run_id, "p": partition},
+            ).scalar()
+            events = conn.execute(sa.text("SELECT COUNT(*) FROM event_logs WHERE run_id = :r"), {"r": run.run_id}).scalar()
+            asset_keys = {row[0] for row in conn.execute(sa.text("SELECT asset_key FROM asset_keys"))}
+    finally:
+        engine.dispose()
+    assert status == "SUCCESS"
+    assert materializations == 1
+    assert events > 5
+    assert json.dumps(key.split("/")) in asset_keys or any(key.split("/")[-1] in k for k in asset_keys)
+    # Nothing went to SQLite under DAGSTER_HOME.
+    assert not list(home.rglob("*.db")), sorted(str(p) for p in home.rglob("*.db"))
