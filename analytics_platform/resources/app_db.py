@@ -63,8 +63,11 @@ def _set_utc(dbapi_connection: Any, _record: Any) -> None:
 
     The ``-c timezone=UTC`` startup option alone is not enough: libpq also sends ``PGTZ``
     from the environment, which wins over it.  Run outside a transaction so that a later
-    rollback cannot undo it.
+    rollback cannot undo it.  No round trip when the server already reports UTC.
     """
+    status = getattr(dbapi_connection, "get_parameter_status", None)  # psycopg2
+    if status is not None and status("TimeZone") in ("UTC", "Etc/UTC"):
+        return
     autocommit = getattr(dbapi_connection, "autocommit", None)
     if autocommit is not None:
         dbapi_connection.autocommit = True
