@@ -57,11 +57,12 @@ def _doc_command_domains() -> set[str]:
 
     graph = defs.get_repository_def().asset_graph
     domains = set()
-    one_run = harness.argv_of(harness.doc_command("backfill-range-one-run"))
-    for key in (harness.option(one_run, "--select") or "").split(","):
-        if key:
-            domains.add(graph.get(__import__("dagster").AssetKey(key.split("/"))).group_name)
-    daemon = harness.argv_of(harness.doc_command("backfill-daemon"))
+    for marker in harness.RANGE_COMMANDS:
+        one_run = harness.argv_of(harness.doc_command(marker))
+        for key in (harness.option(one_run, "--select") or "").split(","):
+            if key:
+                domains.add(graph.get(__import__("dagster").AssetKey(key.split("/"))).group_name)
+    daemon = harness.argv_of(harness.doc_command(harness.DAEMON_COMMAND))
     job = defs.resolve_job_def(harness.option(daemon, "-j", "--job"))
     domains |= {graph.get(k).group_name for k in job.asset_layer.executable_asset_keys}
     return domains

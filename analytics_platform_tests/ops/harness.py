@@ -39,6 +39,10 @@ LOCATION = "analytics_platform"
 REPOSITORY = "__repository__"
 DEMO_DATE = _DEMO_DATE.isoformat()  # the demo's fixed "today" (2024-06-05)
 
+# The marked CLI blocks of docs/operations.md that materialize a range in one run.
+RANGE_COMMANDS = ("backfill-range-one-run", "backfill-range-one-run-sessions")
+DAEMON_COMMAND = "backfill-daemon"
+
 # Partitioned assets the UI test may drive, best first: cheap, no external service on the
 # local default, demo data from their domain's seed.  The first one that exists wins.
 E2E_CANDIDATES: Sequence[tuple[str, str]] = (

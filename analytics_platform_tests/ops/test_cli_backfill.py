@@ -1,6 +1,6 @@
 """The CLI backfill commands of docs/operations.md, run exactly as written there.
 
-* ``backfill-range-one-run``: ``dagster asset materialize ... --partition-range A...B`` on a
+* ``backfill-range-one-run`` (and ``-sessions``): ``dagster asset materialize ... --partition-range A...B`` on a
   fresh local instance: exactly ONE run, tagged with the range, materializes every
   partition of A..B.
 * ``backfill-daemon``: ``dagster job backfill ...`` against a running `dagster dev`: a
@@ -29,20 +29,22 @@ def _definitions():
 
 def test_docs_commands_are_the_real_cli() -> None:
     """The marked blocks exist and call the documented code location and options."""
-    one_run = harness.argv_of(harness.doc_command("backfill-range-one-run"))
-    assert one_run[0].endswith("/dagster") and one_run[1:3] == ["asset", "materialize"]
-    assert harness.option(one_run, "-m", "--module-name") == "analytics_platform.definitions"
-    assert "..." in (harness.option(one_run, "--partition-range") or "")
+    for marker in harness.RANGE_COMMANDS:
+        one_run = harness.argv_of(harness.doc_command(marker))
+        assert one_run[0].endswith("/dagster") and one_run[1:3] == ["asset", "materialize"]
+        assert harness.option(one_run, "-m", "--module-name") == "analytics_platform.definitions"
+        assert "..." in (harness.option(one_run, "--partition-range") or "")
 
-    daemon = harness.argv_of(harness.doc_command("backfill-daemon"))
+    daemon = harness.argv_of(harness.doc_command(harness.DAEMON_COMMAND))
     assert daemon[0].endswith("/dagster") and daemon[1:3] == ["job", "backfill"]
     assert harness.option(daemon, "-w", "--workspace") == "workspace.yaml"
     assert harness.option(daemon, "-l", "--location") == harness.LOCATION
     assert "--noprompt" in daemon  # CI has no standard input
 
 
-def test_partition_range_in_one_run(local_platform) -> None:
-    argv = harness.argv_of(harness.doc_command("backfill-range-one-run"))
+@pytest.mark.parametrize("marker", harness.RANGE_COMMANDS)
+def test_partition_range_in_one_run(local_platform, marker: str) -> None:
+    argv = harness.argv_of(harness.doc_command(marker))
     key = dg.AssetKey(harness.option(argv, "--select").split("/"))
     first, last = harness.option(argv, "--partition-range").split("...")
 
@@ -97,7 +99,7 @@ query Backfill($id: String!) {
 @pytest.mark.timeout(900)
 def test_daemon_backfill_command(dagster_dev) -> None:
     dev, platform = dagster_dev
-    argv = harness.argv_of(harness.doc_command("backfill-daemon"))
+    argv = harness.argv_of(harness.doc_command(harness.DAEMON_COMMAND))
     job = harness.option(argv, "-j", "--job")
     first, last = harness.option(argv, "--from"), harness.option(argv, "--to")
 

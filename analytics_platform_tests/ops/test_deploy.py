@@ -355,6 +355,29 @@ def test_values_repeat_the_instance_queue_and_retries(values, instance_yaml) -> 
     assert values["telemetry"]["enabled"] is instance_yaml["telemetry"]["enabled"]
 
 
+def test_values_limit_every_concurrency_pool_of_the_code(values, instance_yaml) -> None:
+    """Ops in a pool (the Mixpanel export) get an instance-wide slot limit in the cluster."""
+    import dagster as dg
+
+    from analytics_platform.definitions import defs
+
+    pools = {
+        a.node_def.pool
+        for a in defs.assets
+        if isinstance(a, dg.AssetsDefinition) and a.is_executable and getattr(a.node_def, "pool", None)
+    }
+    concurrency = values.get("concurrency") or {}
+    if pools:
+        assert concurrency.get("enabled") is True, f"pools {sorted(pools)} need concurrency.enabled"
+        limit = (concurrency.get("pools") or {}).get("defaultLimit")
+        assert isinstance(limit, int) and limit >= 1, f"pools {sorted(pools)} have no limit in deploy/values.yaml"
+        local = ((instance_yaml.get("concurrency") or {}).get("pools") or {}).get("default_limit")
+        if local is not None:
+            assert local == limit, "dagster.yaml and deploy/values.yaml disagree on the pool limit"
+    # The chart refuses run limits in both places; ours are in the run coordinator.
+    assert not (concurrency.get("runs") or {}).get("tagConcurrencyLimits")
+
+
 def test_configmap_holds_settings_and_no_secret() -> None:
     from analytics_platform.settings import SECRET_VARIABLES, _ENV_TO_FIELD
 
