@@ -239,6 +239,8 @@ def test_concurrent_writer_holding_the_row_lock(kpi_db):
                         {"pid": writer_pid},
                     ).scalar()
                 )
+                # pg_stat_activity is a snapshot per transaction: end it so the next poll sees news.
+                probe.rollback()
                 if not blocked:
                     time.sleep(0.02)
         assert blocked, "the run never waited for the concurrent writer's row lock"
