@@ -4,8 +4,8 @@
 ``local_platform`` gives a fresh local-default environment (temp DAGSTER_HOME with the
 `make dev` instance, temp ANALYTICS_DATA_DIR holding a copy of the demo data);
 ``dagster_dev`` runs `dagster dev -w workspace.yaml` (webserver + daemon) on one such
-environment for the whole session, with every schedule and sensor stopped first so that
-only the test's own runs touch the data.
+environment for the ops tests (package scope: stopped after the last of them), with every
+schedule and sensor stopped first so that only the tests' own runs touch the data.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _doc_command_domains() -> set[str]:
     return domains
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def seeded_data(tmp_path_factory: pytest.TempPathFactory, e2e_asset: tuple[str, str]) -> Path:
     """ANALYTICS_DATA_DIR with the demo seed of every domain the ops tests drive (copied per use)."""
     base = tmp_path_factory.mktemp("ops-seed")
@@ -138,9 +138,8 @@ def stop_all_automation(platform: LocalPlatform) -> list[str]:
     return stopped
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped after the last ops test, not at the end of the whole suite
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory, seeded_data: Path, e2e_asset: tuple[str, str]) -> Iterator[tuple[harness.DagsterDev, LocalPlatform]]:
-    harness.chromium_or_fail()  # fail before the slow start when the browser is missing
     platform = _platform(tmp_path_factory.mktemp("ops-dev"), seeded_data, e2e_asset)
     stop_all_automation(platform)
     dev = harness.start_dagster_dev(platform.env, platform.base / "dagster_dev.log")

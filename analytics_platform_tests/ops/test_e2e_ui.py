@@ -336,6 +336,7 @@ def _names(dom: str, name: str) -> bool:
 def test_asset_graph_screenshot(dagster_dev, tmp_path: Path) -> None:
     """The asset graph as a person sees it: global lineage (one node per group), then each
     group's graph, whose DOM must name every asset of the group (external sources too)."""
+    harness.chromium_or_fail()  # no silent skip: says to run .ci/setup_e2e.sh
     dev, platform = dagster_dev
     from analytics_platform.definitions import defs
 
