@@ -1,6 +1,7 @@
 # The two set-up commands of the README, and a few conveniences.
 #   make demo   - install, then run every asset end to end on the embedded local default
-#   make test   - install (incl. the BigQuery emulator side environment), then the whole suite
+#   make test   - install (incl. the BigQuery emulator side environment and Chromium for the
+#                 UI end-to-end test), then the whole suite
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -27,6 +28,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install
 	bash .ci/setup_bigquery_emulator.sh
+	bash .ci/setup_e2e.sh
 	$(VENV)/bin/pytest analytics_platform_tests -q
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
