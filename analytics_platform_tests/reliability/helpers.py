@@ -26,11 +26,17 @@ def clean_env(tmp: Path, **overrides: Optional[str]) -> dict[str, str]:
     """The test process environment without any contract variable, plus ``overrides``.
 
     ``DAGSTER_HOME`` always points at a fresh directory under ``tmp`` (the repository's
-    dagster.yaml must not be needed).  A value of None removes the variable.
+    dagster.yaml must not be needed) whose storage is created here, once, so that processes
+    started together never race to create it.  A value of None removes the variable.
     """
     env = {k: v for k, v in os.environ.items() if k not in _ENV_TO_FIELD and k not in ("DAGSTER_HOME", "PGTZ")}
     home = tmp / f"dagster_home_{time.monotonic_ns()}"
     home.mkdir(parents=True, exist_ok=True)
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))):
+        pass
     env["DAGSTER_HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
