@@ -4,7 +4,8 @@
 ``local_platform`` gives a fresh local-default environment (temp DAGSTER_HOME with the
 `make dev` instance, temp ANALYTICS_DATA_DIR holding a copy of the demo data);
 ``dagster_dev`` runs `dagster dev -w workspace.yaml` (webserver + daemon) on one such
-environment for the ops tests (package scope: stopped after the last of them), with every
+environment whose DAGSTER_HOME holds the repository's dagster.yaml (production run queue
+and limits; SQLite storage since DAGSTER_PG_HOST is unset) for the ops tests (package scope: stopped after the last of them), with every
 schedule and sensor stopped first so that only the tests' own runs touch the data.
 """
 
@@ -79,9 +80,11 @@ def seeded_data(tmp_path_factory: pytest.TempPathFactory, e2e_asset: tuple[str, 
     return data
 
 
-def _platform(base: Path, seeded: Path, e2e_asset: tuple[str, str]) -> LocalPlatform:
+def _platform(base: Path, seeded: Path, e2e_asset: tuple[str, str], repo_instance: bool = False) -> LocalPlatform:
     home, data = base / "dagster_home", base / "data"
     harness.write_local_instance(home)
+    if repo_instance:  # the repository's dagster.yaml: its run queue limits, retries, monitoring
+        shutil.copyfile(harness.REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     shutil.copytree(seeded, data)
     return LocalPlatform(
         base=base, dagster_home=home, data_dir=data, env=harness.local_env(home, data),
@@ -140,7 +143,9 @@ def stop_all_automation(platform: LocalPlatform) -> list[str]:
 
 @pytest.fixture(scope="package")  # stopped after the last ops test, not at the end of the whole suite
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory, seeded_data: Path, e2e_asset: tuple[str, str]) -> Iterator[tuple[harness.DagsterDev, LocalPlatform]]:
-    platform = _platform(tmp_path_factory.mktemp("ops-dev"), seeded_data, e2e_asset)
+    # The repository's dagster.yaml (storage: SQLite under DAGSTER_HOME without DAGSTER_PG_HOST),
+    # so the daemon applies the production run-queue limits to the tests' runs.
+    platform = _platform(tmp_path_factory.mktemp("ops-dev"), seeded_data, e2e_asset, repo_instance=True)
     stop_all_automation(platform)
     dev = harness.start_dagster_dev(platform.env, platform.base / "dagster_dev.log")
     try:

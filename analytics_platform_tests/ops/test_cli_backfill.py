@@ -3,9 +3,10 @@
 * ``backfill-range-one-run`` (and ``-sessions``): ``dagster asset materialize ... --partition-range A...B`` on a
   fresh local instance: exactly ONE run, tagged with the range, materializes every
   partition of A..B.
-* ``backfill-daemon``: ``dagster job backfill ...`` against a running `dagster dev`: a
-  backfill whose runs (one per partition) go through the run queue, are launched by the
-  daemon and succeed.
+* ``backfill-daemon``: ``dagster job backfill ...`` against a running `dagster dev` (whose
+  instance is the repository's dagster.yaml): a backfill whose runs (one per partition) go
+  through the run queue, are launched by the daemon within dagster.yaml's tag limits (no
+  more overlap than the tightest limit on the job's tags) and succeed.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ RUNS_BY_TAG = """
 query Runs($key: String!, $value: String!) {
   runsOrError(filter: {tags: [{key: $key, value: $value}]}) {
     __typename
-    ... on Runs { results { runId status jobName tags { key value } } }
+    ... on Runs { results { runId status jobName startTime endTime tags { key value } } }
   }
 }
 """
@@ -131,3 +132,25 @@ def test_daemon_backfill_command(dagster_dev) -> None:
     for run in runs:  # queued by the CLI, launched by the daemon
         kinds = {e["__typename"] for e in dev.gql(RUN_EVENTS, {"runId": run["runId"]})["logsForRun"]["events"]}
         assert {"RunEnqueuedEvent", "RunStartingEvent", "RunSuccessEvent"} <= kinds, kinds
+
+    # The run queue applied dagster.yaml's tag limits to the runs (all submitted at once).
+    # (docs/operations.md says so for the documented job.)
+    limit = _tag_limit(runs[0]["tags"])
+    assert limit is not None, f"the runs of {job} carry no tag limited in dagster.yaml: {runs[0]['tags']}"
+    windows = [(r["startTime"], r["endTime"]) for r in runs]
+    peak = max(sum(1 for s, e in windows if s <= t < e) for t, _ in windows)
+    assert peak <= limit, f"{peak} runs of {job} ran at once; dagster.yaml allows {limit}: {windows}"
+
+
+def _tag_limit(tags: list[dict]) -> int | None:
+    """The tightest tag_concurrency_limits entry of the instance dagster.yaml matching ``tags``."""
+    import yaml
+
+    config = yaml.safe_load((harness.REPO_ROOT / "dagster.yaml").read_text())
+    limits = config.get("run_coordinator", {}).get("config", {}).get("tag_concurrency_limits", [])
+    run_tags = {t["key"]: t["value"] for t in tags}
+    matching = [
+        entry["limit"] for entry in limits
+        if entry["key"] in run_tags and ("value" not in entry or entry["value"] == run_tags[entry["key"]])
+    ]
+    return min(matching) if matching else None
