@@ -2,7 +2,7 @@
 
 * ``platform``: ``analytics_platform.mixpanel.ingest.ingest_ranges`` — the export streamed
   to a temp file, bulk-parsed with DuckDB's JSON functions in 200k-row batches, each batch
-  loaded with one ``insert_missing`` MERGE (pruned to its event dates).
+  inserted with one ``INSERT ... WHERE NOT EXISTS`` (pruned to its event dates).
 * ``baseline``: what the old collector did — ``requests`` line iteration, one
   ``json.loads`` per line, and one INSERT per row (into the same kind of DuckDB table).
   It is slow, so by default it runs at ``min(scale, 100_000)`` events and its time is
@@ -12,7 +12,11 @@ The export file (about 500 bytes per event, ``$insert_id`` on every event, 1% du
 ids, a third of the times in milliseconds) is generated before timing starts.  The stub
 runs in its own process (its gzip CPU is the server's, not ours) and is a child of this
 one, so the harness's peak-RSS figure includes it.  ``extra.cpu_seconds_self`` is this
-process's CPU time for the variant (user + system): the "one core" cost.
+process's CPU time for the variant (user + system, DuckDB's threads included): the "one
+core" cost, also as ``events_per_cpu_second``; ``extra.stub_cpu_seconds`` is the stub's
+(serving + gzip), reported apart; ``load_average_start``/``load_average_end`` (1-minute)
+say how busy the machine was, so wall-clock figures can be read.  A one-line summary per
+variant is printed to stderr.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Optional
+
+import psutil
 
 from benchmarks.harness import Measurement, measure
 
@@ -88,6 +94,14 @@ class _Stub:
         if not self.url.startswith("http"):
             raise RuntimeError("the Mixpanel stub did not start")
 
+    def cpu_seconds(self) -> float:
+        """The stub process's CPU time so far (user + system)."""
+        try:
+            times = psutil.Process(self.proc.pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return times.user + times.system
+
     def close(self) -> None:
         try:
             self.proc.stdin.close()
@@ -101,26 +115,48 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _platform(url: str, scale: int, workdir: Path) -> Measurement:
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _summary(m: Measurement) -> None:
+    x = m.extra
+    print(
+        f"[{BENCH}] {m.variant} {m.scale:,} events: wall {m.wall_seconds:.1f}s "
+        f"({m.throughput:,.0f}/s), CPU {x.get('cpu_seconds_self')}s "
+        f"({x.get('events_per_cpu_second', 0):,}/CPU-s), stub CPU {x.get('stub_cpu_seconds', '-')}s, "
+        f"load {x.get('load_average_start')} -> {x.get('load_average_end')}, peak RSS +{m.peak_rss_mb:.0f} MB",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _platform(url: str, scale: int, workdir: Path, stub: Optional["_Stub"] = None) -> Measurement:
     from analytics_platform.mixpanel.ingest import ingest_ranges
     from analytics_platform.resources.mixpanel import MixpanelResource
     from analytics_platform.resources.warehouse import DuckDBWarehouse
 
     warehouse = DuckDBWarehouse(path=str(workdir / "platform.duckdb"))
     mixpanel = MixpanelResource(export_url=url, api_url=url, timeout_seconds=600)
+    load0 = _load()
+    stub0 = stub.cpu_seconds() if stub else 0.0
     cpu0 = _cpu()
     with measure(BENCH, "platform", scale, "events") as m:
         result = ingest_ranges(
             warehouse=warehouse, mixpanel=mixpanel, dataset="mixpanel_data", table="mixpanel_events",
             ranges=[(DAY, DAY)], events=[EVENT], workdir=workdir / "tmp",
         )
+    cpu = _cpu() - cpu0
     m.extra.update(
-        cpu_seconds_self=round(_cpu() - cpu0, 1),
+        cpu_seconds_self=round(cpu, 1),
+        events_per_cpu_second=round(scale / cpu) if cpu > 0 else None,
+        stub_cpu_seconds=round(stub.cpu_seconds() - stub0, 1) if stub else None,
         rows_inserted=result.rows_inserted,
         duplicates_collapsed=result.duplicates_collapsed,
         export_bytes=result.export_bytes,
         export_requests=result.export_requests,
-        load_average=os.getloadavg()[0],
+        load_average_start=load0,
+        load_average_end=_load(),
     )
     rows = warehouse.query("SELECT COUNT(*) AS n FROM `mixpanel_data.mixpanel_events`")["n"].iloc[0]
     assert int(rows) == result.rows_inserted, (rows, result.rows_inserted)
@@ -138,6 +174,7 @@ def _baseline(url: str, scale: int, run_scale: int, workdir: Path) -> Measuremen
         "CREATE TABLE events (event_id VARCHAR, event_name VARCHAR, distinct_id VARCHAR, "
         "event_timestamp TIMESTAMPTZ, inserted_at TIMESTAMPTZ, properties JSON)"
     )
+    load0 = _load()
     cpu0 = _cpu()
     with measure(BENCH, "baseline", scale, "events") as m:
         started = time.perf_counter()
@@ -176,7 +213,9 @@ def _baseline(url: str, scale: int, run_scale: int, workdir: Path) -> Measuremen
         measured_seconds=round(elapsed, 2),
         extrapolated=f"linear x{factor:.1f} from {done:,} events" if factor > 1 else "no",
         cpu_seconds_self=round((_cpu() - cpu0) * factor, 1),
-        load_average=os.getloadavg()[0],
+        events_per_cpu_second=round(done / max(_cpu() - cpu0, 1e-9)),
+        load_average_start=load0,
+        load_average_end=_load(),
     )
     return m
 
@@ -187,10 +226,12 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
     size = write_export(export, scale)
     stub = _Stub(export, DAY)
     try:
-        results = [_platform(stub.url, scale, workdir)]
+        results = [_platform(stub.url, scale, workdir, stub)]
         results[0].extra["file_mb"] = round(size / 2**20)
+        _summary(results[0])
         run_scale = min(scale, baseline_scale or BASELINE_MAX)
         results.append(_baseline(stub.url, scale, run_scale, workdir))
+        _summary(results[1])
     finally:
         stub.close()
     return results
