@@ -1,7 +1,7 @@
 """Materialize one asset of the code location in a process of its own (reliability tests).
 
     python -m analytics_platform_tests.reliability.runner --select a/b [--partition P]
-        [--run-config JSON] [--batch-rows N]
+        [--run-config JSON] [--batch-rows N [--block-bytes B]]
         [--barrier DIR --parties N --at POINT]          # wait for N processes at POINT
         [--pause-at POINT --after K --flag FILE]        # stop for good at POINT (to be killed)
 
@@ -12,11 +12,11 @@ POINTs (hooks on the code under test, nothing else is changed):
 
 * ``ingest_load``   — mixpanel ingestion, around each batch load (``EventsLoader.load_events``);
   a barrier waits before the first load, a pause happens after the K-th load has committed;
-* ``ingest_txn``    — mixpanel ingestion, inside the K-th DuckDB load transaction, after its
-  INSERT ran and before its COMMIT;
 * ``sessions_merge`` — posthog sessions, before the MERGE statement;
 * ``signals_txn`` — engagement signals, at the start of the run's transaction (before its
-  first statement, the schema check that takes the domain's advisory lock).
+  first statement, the schema check that takes the domain's advisory lock);
+* ``signals_write`` — engagement signals, inside the run's transaction, after the K-th table
+  was replaced (K=1: the signals rows are deleted and copied, not yet committed).
 
 Exit code 0 when the run succeeded, 3 when it failed.
 """
@@ -93,29 +93,6 @@ def install_hooks(args: argparse.Namespace) -> None:
             after=pause_at(args.after) if args.pause_at == "ingest_load" else None,
         )
         ingest.EventsLoader.load_events = hook.wrap(ingest.EventsLoader.load_events)
-    if "ingest_txn" in points:
-        from analytics_platform.resources import warehouse as W
-
-        state = {"in_load": False, "loads": 0}
-        original_load, original_affected = W.DuckDBWarehouse._load_staged, W._duckdb_affected
-
-        def load_staged(self, arrow, plan):
-            if plan.table == "mixpanel_events":
-                state["loads"] += 1
-                state["in_load"] = True
-            try:
-                return original_load(self, arrow, plan)
-            finally:
-                state["in_load"] = False
-
-        def affected(cur):
-            out = original_affected(cur)
-            if state["in_load"] and state["loads"] == args.after:
-                _pause(args.flag)  # after the INSERT of this load, before its COMMIT
-            return out
-
-        W.DuckDBWarehouse._load_staged = load_staged
-        W._duckdb_affected = affected
     if "sessions_merge" in points:
         from analytics_platform.resources import warehouse as W
 
@@ -132,10 +109,17 @@ def install_hooks(args: argparse.Namespace) -> None:
 
         hook = _Hook(before=barrier_once)
         store.ensure_schema = hook.wrap(store.ensure_schema)
-    if args.batch_rows:
+    if "signals_write" in points:
+        from analytics_platform.engagement import store
+
+        hook = _Hook(after=pause_at(args.after))
+        store.replace_partition_rows = hook.wrap(store.replace_partition_rows)
+    if args.batch_rows:  # small batches: a day is loaded in several commits
         from analytics_platform.mixpanel import assets as mixpanel_assets
+        from analytics_platform.mixpanel import export_parse, ingest
 
         mixpanel_assets.ingest_ranges = functools.partial(mixpanel_assets.ingest_ranges, batch_rows=args.batch_rows)
+        ingest.ExportParser = functools.partial(export_parse.ExportParser, block_bytes=args.block_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition")
     parser.add_argument("--run-config")
     parser.add_argument("--batch-rows", type=int)
+    parser.add_argument("--block-bytes", type=int, default=32 * 1024)
     parser.add_argument("--barrier")
     parser.add_argument("--parties", type=int, default=2)
     parser.add_argument("--at")

@@ -132,14 +132,18 @@ def test_two_sessions_runs_of_the_same_day(tmp_path):
 
 
 # ------------------------------------------------------------------------------ signals
-def _signals(app_db: AppDatabase, day: str) -> list[tuple]:
+def _signals(app_db: AppDatabase, day: str, with_computed_at: bool = False) -> list[tuple]:
     with app_db.connect() as conn:
         frame = pd.read_sql(
             sa.text(f"SELECT * FROM {store.SIGNALS_TABLE} WHERE as_of_date = :d ORDER BY user_id"),
             conn,
             params={"d": dt.date.fromisoformat(day)},
         )
-    return records(frame.drop(columns=["computed_at"]))
+    if not with_computed_at:
+        frame = frame.drop(columns=["computed_at"])
+    else:  # computed_at last
+        frame = frame[[c for c in frame.columns if c != "computed_at"] + ["computed_at"]]
+    return records(frame)
 
 
 def _seed_engagement(app_db: AppDatabase, users: int = 40) -> None:
