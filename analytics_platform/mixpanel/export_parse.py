@@ -263,8 +263,20 @@ def _dedup_first(table: pa.Table) -> tuple[pa.Table, int]:
     distinct = pc.count_distinct(table.column("event_id")).as_py()
     if distinct == table.num_rows:
         return table, 0
-    firsts = table.group_by("event_id", use_threads=False).aggregate([("line_no", "min")]).column("line_no_min")
-    kept = table.filter(pc.is_in(table.column("line_no"), value_set=firsts))
+    firsts = (
+        table.select(["event_id", "line_no"])
+        .group_by("event_id", use_threads=False)
+        .aggregate([("line_no", "min")])
+        .column("line_no_min")
+        .to_numpy()
+    )
+    # line_no is unique within a batch: a boolean lookup over its range marks the first
+    # rows (a hash-based `is_in` over 200k values cost several times more).
+    line_no = table.column("line_no").to_numpy()
+    low = int(line_no.min())
+    is_first = np.zeros(int(line_no.max()) - low + 1, dtype=bool)
+    is_first[firsts - low] = True
+    kept = table.filter(pa.array(is_first[line_no - low]))
     return kept, table.num_rows - kept.num_rows
 
 
