@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import dagster as dg
 import pytest
 
 from analytics_platform_tests.ops import harness
@@ -40,9 +40,7 @@ class LocalPlatform:
     asset_key: str
     domain: str
 
-    def instance(self):
-        import dagster as dg
-
+    def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.dagster_home))
 
 
@@ -62,7 +60,7 @@ def _doc_command_domains() -> set[str]:
         one_run = harness.argv_of(harness.doc_command(marker))
         for key in (harness.option(one_run, "--select") or "").split(","):
             if key:
-                domains.add(graph.get(__import__("dagster").AssetKey(key.split("/"))).group_name)
+                domains.add(graph.get(dg.AssetKey(key.split("/"))).group_name)
     daemon = harness.argv_of(harness.doc_command(harness.DAEMON_COMMAND))
     job = defs.resolve_job_def(harness.option(daemon, "-j", "--job"))
     domains |= {graph.get(k).group_name for k in job.asset_layer.executable_asset_keys}

@@ -1,6 +1,7 @@
 """End to end through the UI's own API: `dagster dev` (webserver + daemon) on the local default.
 
-The tests share one `dagster dev` (session fixture ``dagster_dev``) and run in file order:
+The tests share one `dagster dev` (fixture ``dagster_dev``, whose instance is the
+repository's dagster.yaml) and run in file order:
 
 1. the webserver lists exactly the schedules, sensors and jobs of docs/operations.md;
 2. one partition is materialized the way the UI's *Materialize* button does it
@@ -303,7 +304,7 @@ def test_two_partition_backfill_like_the_ui(dagster_dev) -> None:
         time.sleep(3)
 
     for run in backfill["runs"]:
-        _assert_success(dev, {**run, "runId": run["runId"]})
+        _assert_success(dev, run)
     assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), backfill
     assert backfill["isAssetBackfill"] and sorted(backfill["partitionNames"]) == partitions
 
