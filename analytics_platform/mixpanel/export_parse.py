@@ -69,29 +69,32 @@ PARSED_COLUMNS = (
 # before it is exactly '{"event":<one JSON string>,' (the pattern cannot occur inside a
 # JSON string: its quotes would be escaped).  When S is a JSON string and X a JSON object,
 # the line is valid and X is the raw properties text, cut out unchanged (stage 2a parses
-# X once; a line whose X does not parse goes to the general path).
+# X once; a line whose X does not parse goes to the general path).  Only the positions
+# come out (``ppos``: 1-based character position of '"properties":', ``body_len``: the
+# line's length without its newline): stage 2a cuts S and X out of the line itself, so
+# the ~500-byte X is not copied out to Arrow and back in between the stages.
 _SHAPE_SQL = r"""
-SELECT line_no, s_tok, x,
-       shaped
-       AND starts_with(s_tok, '"') AND starts_with(x, '{')
-       AND json_valid(s_tok) AS fast_ok
+SELECT line_no, ppos, body_len,
+       starts_with(line, '{"event":') AND ppos > 11
+       AND substr(line, ppos - 1, 1) = ',' AND brace_end
+       AND substr(line, 10, 1) = '"' AND substr(line, ppos + 13, 1) = '{'
+       AND json_valid(substr(line, 10, greatest(ppos - 11, 0))) AS fast_ok
 FROM (
-    SELECT line_no,
-           starts_with(line, '{"event":') AND ppos > 11
-           AND substr(line, ppos - 1, 1) = ',' AND substr(line, body_len, 1) = '}' AS shaped,
-           substr(line, 10, greatest(ppos - 11, 0)) AS s_tok,
-           substr(line, ppos + 13, greatest(body_len - ppos - 13, 0)) AS x
+    SELECT line_no, line,
+           instr(line, '"properties":') AS ppos,
+           length(line) - nl AS body_len,
+           CASE nl WHEN 2 THEN suffix(line, E'}\r\n') WHEN 1 THEN suffix(line, E'}\n') ELSE suffix(line, '}') END AS brace_end
     FROM (
         SELECT line_no, line,
-               instr(line, '"properties":') AS ppos,
-               length(line) - CASE WHEN suffix(line, E'\r\n') THEN 2 WHEN suffix(line, E'\n') THEN 1 ELSE 0 END AS body_len
+               CASE WHEN suffix(line, E'\r\n') THEN 2 WHEN suffix(line, E'\n') THEN 1 ELSE 0 END AS nl
         FROM blk
     )
 )
 """
 
-# Stage 2a, over ``fx(line_no, s_tok, x)`` (lines of Mixpanel's shape): one parse of X;
-# ``f`` is NULL when X is not valid JSON (``try``), and the caller re-routes that line.
+# Stage 2a, over ``fx(line_no, line, ppos, body_len)`` (lines of Mixpanel's shape): S and
+# X cut out, one parse of X; ``f`` is NULL when X is not valid JSON (``try``), and the
+# caller re-routes that line.
 _FAST_SQL = r"""
 SELECT line_no,
        f IS NOT NULL AS parsed,
@@ -110,7 +113,12 @@ FROM (
     SELECT line_no, s_tok, x,
            try(json_extract_string(x, ['$.time', '$.distinct_id', '$."$insert_id"', '$."$device_id"',
                                        '$."$os"', '$.mp_os', '$.mp_processing_time_ms'])) AS f
-    FROM fx
+    FROM (
+        SELECT line_no,
+               substr(line, 10, ppos - 11) AS s_tok,
+               substr(line, ppos + 13, body_len - ppos - 13) AS x
+        FROM fx
+    )
 )
 """
 
@@ -334,8 +342,12 @@ class ExportParser:
     def _parse_block(self, blk: pa.Table) -> Optional[pa.Table]:
         """One block -> rows of every non-blank line (``reason`` NULL for a good event)."""
         shaped = self._sql(_SHAPE_SQL, blk=blk)
+        if not np.array_equal(shaped.column("line_no").to_numpy(), blk.column("line_no").to_numpy()):
+            shaped = shaped.sort_by("line_no")  # the positions line up with blk's rows
         fast_ok = shaped.column("fast_ok")
-        fast = shaped.filter(fast_ok).select(["line_no", "s_tok", "x"]) if not pc.all(fast_ok).as_py() else shaped.select(["line_no", "s_tok", "x"])
+        fast = blk.append_column("ppos", shaped.column("ppos")).append_column("body_len", shaped.column("body_len"))
+        if not pc.all(fast_ok).as_py():
+            fast = fast.filter(fast_ok)
         parts = []
         slow_mask = pc.invert(fast_ok)
         if fast.num_rows:
