@@ -38,6 +38,7 @@ from analytics_platform.kpis.models import (
     ModelParams,
     evaluate_users,
 )
+from analytics_platform.resources.app_db import strip_sql_comments
 
 UTC = dt.timezone.utc
 REQUIRED_SOURCES = ("exam_results", "features_topic_daily", "attempt", "interest_goal")
@@ -76,8 +77,9 @@ class MissingSourceTables(RuntimeError):
 
 
 def read_sql(name: str) -> str:
-    """The text of ``analytics_platform/sql/kpis/<name>.sql``."""
-    return (
+    """The statement of ``analytics_platform/sql/kpis/<name>.sql``, without its comments
+    (a ``:user_ids`` named in a comment would be bound there too; see ``strip_sql_comments``)."""
+    return strip_sql_comments(
         importlib_resources.files("analytics_platform")
         .joinpath("sql", "kpis", f"{name}.sql")
         .read_text(encoding="utf-8")
