@@ -58,8 +58,28 @@ class EventsConfig:
         return sorted({e.name for e in self.enabled} | set(ALWAYS_COLLECTED))
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+# Upper bounds that keep every configured value usable downstream: thresholds are stored as
+# INT64 and bound as INT64 query parameters; windows are UTC-aligned and at most one day.
+MAX_ALERT_THRESHOLD = 2**63 - 1
+MAX_WINDOW_MINUTES = 1440
+
+
+def _positive_int(value: Any, maximum: Optional[int] = None) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value > 0
+        and (maximum is None or value <= maximum)
+    )
+
+
+def _is_text(value: str) -> bool:
+    """Encodable as UTF-8 (no lone surrogates): what Mixpanel, Slack and the tables accept."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_events_config(document: Any, source: str = "<inline>") -> EventsConfig:
@@ -92,17 +112,27 @@ def parse_events_config(document: Any, source: str = "<inline>") -> EventsConfig
             entry_problems.append(f"missing '{key}'")
         if "name" in entry and not (isinstance(name, str) and name.strip()):
             entry_problems.append("'name' must be a non-empty string")
+        elif isinstance(name, str) and not _is_text(name):
+            entry_problems.append("'name' is not valid Unicode text (lone surrogate)")
         enabled = entry.get("enabled", True)
         if not isinstance(enabled, bool):
             entry_problems.append(f"'enabled' must be true or false, got {enabled!r}")
         threshold = entry.get("alert_threshold")
-        if threshold is not None and not _positive_int(threshold):
-            entry_problems.append(f"'alert_threshold' must be a positive integer, got {threshold!r}")
+        if threshold is not None and not _positive_int(threshold, MAX_ALERT_THRESHOLD):
+            entry_problems.append(
+                f"'alert_threshold' must be a positive integer, got {threshold!r}"
+                + (f" (at most {MAX_ALERT_THRESHOLD})" if _positive_int(threshold) else "")
+            )
         window = entry.get("time_window_minutes", 1)
-        if not _positive_int(window):
-            entry_problems.append(f"'time_window_minutes' must be a positive integer, got {window!r}")
+        if not _positive_int(window, MAX_WINDOW_MINUTES):
+            entry_problems.append(
+                f"'time_window_minutes' must be a positive integer, got {window!r}"
+                + (f" (at most {MAX_WINDOW_MINUTES}: one day)" if _positive_int(window) else "")
+            )
         channel = entry.get("alert_channel")
-        if channel is not None and not (isinstance(channel, str) and channel.startswith("#") and len(channel) > 1):
+        if channel is not None and not (
+            isinstance(channel, str) and channel.startswith("#") and len(channel) > 1 and _is_text(channel)
+        ):
             entry_problems.append(f"'alert_channel' must be a channel name starting with '#', got {channel!r}")
         if isinstance(name, str) and name:
             if name in seen:
@@ -135,6 +165,8 @@ def load_events_config(path: Optional[Path | str] = None, inline: Optional[str] 
             document = json.loads(inline)
         except json.JSONDecodeError as exc:
             raise EventsConfigError(f"EVENTS_CONFIG is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise EventsConfigError("EVENTS_CONFIG is not a valid configuration: JSON nested too deeply") from None
         return parse_events_config(document, source="EVENTS_CONFIG")
     if path is None:
         raise EventsConfigError("No events configuration: set EVENTS_CONFIG_PATH or EVENTS_CONFIG")
@@ -147,9 +179,17 @@ def load_events_config(path: Optional[Path | str] = None, inline: Optional[str] 
             "(or EVENTS_CONFIG with inline JSON)"
         )
     try:
-        document = json.loads(file.read_text(encoding="utf-8"))
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventsConfigError(f"{file} (EVENTS_CONFIG_PATH) is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except OSError as exc:
+        raise EventsConfigError(f"{file} (EVENTS_CONFIG_PATH) cannot be read: {exc.strerror or exc}") from None
+    try:
+        document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EventsConfigError(f"{file} (EVENTS_CONFIG_PATH) is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise EventsConfigError(f"{file} (EVENTS_CONFIG_PATH) is not a valid configuration: JSON nested too deeply") from None
     return parse_events_config(document, source=str(file))
 
 
