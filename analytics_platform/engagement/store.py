@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from analytics_platform.engagement.extraction import SplitDocuments
 from analytics_platform.engagement.rules import AGGREGATE_COLUMNS, MILESTONE_COLUMNS, SIGNAL_COLUMNS, WEEK
+from analytics_platform.resources.app_db import strip_sql_comments
 from analytics_platform.resources.firestore import EventCursor
 from analytics_platform.resources.warehouse import read_sql
 
@@ -41,7 +42,9 @@ _OUTPUT_COLUMNS = {
 
 
 def sql(name: str) -> str:
-    return read_sql(f"engagement/postgres/{name}")
+    """The statement of ``sql/engagement/postgres/<name>.sql`` without its comments: a
+    ``:user_ids`` named in a comment would be bound there too (see ``strip_sql_comments``)."""
+    return strip_sql_comments(read_sql(f"engagement/postgres/{name}"))
 
 
 def ensure_schema(conn: sa.Connection) -> None:
