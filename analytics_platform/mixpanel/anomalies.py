@@ -186,9 +186,21 @@ def _hhmm(ts: dt.datetime) -> str:
     return ts.astimezone(UTC).strftime("%H:%M")
 
 
+_BQ_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def bigquery_string(value: str) -> str:
+    """``value`` as the body of a single-quoted BigQuery string literal: backslash, quote and
+    control characters escaped (a raw newline would end the literal for BigQuery)."""
+    return "".join(
+        _BQ_ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch)
+        for ch in value
+    )
+
+
 def rows_sql(dataset: str, table: str, event_name: str, start: dt.datetime, end: dt.datetime) -> str:
     """The query that lists the window's rows in the warehouse (BigQuery dialect)."""
-    name = event_name.replace("\\", "\\\\").replace("'", "\\'")
+    name = bigquery_string(event_name)
     return (
         f"SELECT * FROM `{dataset}.{table}` WHERE event_date = '{start.astimezone(UTC).date().isoformat()}' "
         f"AND event_name = '{name}' "
