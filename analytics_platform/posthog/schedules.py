@@ -49,6 +49,7 @@ def daily_run_request(scheduled_for: dt.datetime, late_days: int = logic.LATE_DA
     cron_schedule=DAILY_CRON,
     job=posthog_daily_job,
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description=(
         "Daily 03:30 UTC: reload yesterday and the 3 days before it (late events) as one "
         "range run, then rebuild persons."
