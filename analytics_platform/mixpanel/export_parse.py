@@ -218,24 +218,31 @@ class ParsedBatch:
     rejected: pa.Table  # line_no, raw_line, reason
 
 
-def _line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[bytes, np.ndarray]]:
-    """(data, offsets) per block: ``data`` holds whole lines, ``offsets`` their starts + end."""
+def _line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[memoryview, np.ndarray]]:
+    """(data, offsets) per block: ``data`` holds whole lines, ``offsets`` their starts + end.
+
+    Each block is read into a fresh buffer after the previous block's partial last line,
+    and ``data`` is a view of it: the 16 MiB are never copied (no ``rest + chunk``, no
+    slice), only the partial line is.
+    """
     with open(path, "rb", buffering=0) as handle:
         rest = b""
         while True:
-            chunk = handle.read(block_bytes)
-            if not chunk:
-                if rest:
-                    data, rest = rest + b"\n", b""
-                else:
+            buf = bytearray(len(rest) + block_bytes)
+            buf[: len(rest)] = rest
+            read = handle.readinto(memoryview(buf)[len(rest) :])
+            if not read:
+                if not rest:
                     return
+                data, rest = memoryview(rest + b"\n"), b""
             else:
-                data = rest + chunk if rest else chunk
-                cut = data.rfind(b"\n")
+                total = len(rest) + read
+                cut = buf.rfind(b"\n", 0, total)
                 if cut < 0:  # one line longer than the block: keep reading
-                    rest = data
+                    rest = bytes(buf[:total])
                     continue
-                data, rest = data[: cut + 1], data[cut + 1 :]
+                rest = bytes(buf[cut + 1 : total])
+                data = memoryview(buf)[: cut + 1]
             newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
             offsets = np.empty(len(newlines) + 1, dtype=np.int64)
             offsets[0] = 0
@@ -243,7 +250,7 @@ def _line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[b
             yield data, offsets
 
 
-def _block_table(data: bytes, offsets: np.ndarray, first_line_no: int) -> pa.Table:
+def _block_table(data: memoryview, offsets: np.ndarray, first_line_no: int) -> pa.Table:
     """Arrow table (line_no, line) over ``data`` without copying a line into Python."""
     n = len(offsets) - 1
     lines = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
@@ -254,7 +261,7 @@ def _block_table(data: bytes, offsets: np.ndarray, first_line_no: int) -> pa.Tab
         # that is not valid JSON... unless it happens to be, so mark it explicitly.
         texts = []
         for i in range(n):
-            raw = data[offsets[i] : offsets[i + 1]]
+            raw = bytes(data[offsets[i] : offsets[i + 1]])
             try:
                 texts.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
