@@ -20,7 +20,12 @@ import pandas as pd
 
 from analytics_platform.mixpanel import anomalies as A
 from analytics_platform.mixpanel.events_config import EventConfig, EventsConfig
-from analytics_platform.mixpanel.tables import ANOMALIES_SCHEMA, ANOMALIES_TABLE, ensure_anomalies_table
+from analytics_platform.mixpanel.tables import (
+    ANOMALIES_SCHEMA,
+    ANOMALIES_TABLE,
+    ensure_anomalies_table,
+    ensure_events_table,
+)
 
 UTC = dt.timezone.utc
 _log = logging.getLogger(__name__)
@@ -86,6 +91,8 @@ def detect_and_alert(
     as_of = as_of.astimezone(UTC)
     result = DetectResult()
     ensure_anomalies_table(warehouse, dataset)
+    # A detection tick that comes before the first ingestion finds no events, not no table.
+    ensure_events_table(warehouse, dataset, table)
     groups = _groups(config)
     result.events_monitored = sum(len(v) for v in groups.values())
     by_name = {e.name: e for e in config.monitored}
