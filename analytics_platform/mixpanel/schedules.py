@@ -1,6 +1,7 @@
 """Jobs and schedules of the mixpanel domain (UTC).
 
-* ``mixpanel_events_refresh`` every 15 minutes: the current UTC day, incrementally;
+* ``mixpanel_events_refresh`` every 15 minutes: the current UTC day, incrementally (the
+  00:00 tick: the previous day and the new one, one run over the range);
 * ``mixpanel_events_late_sweep`` daily 01:00: the ``MIXPANEL_LATE_DAYS`` previous days,
   ONE run over the range (one export query);
 * ``mixpanel_event_anomalies`` every 5 minutes: detection with ``as_of`` = the tick.
@@ -69,18 +70,29 @@ def _tick(context: dg.ScheduleEvaluationContext) -> dt.datetime:
     return tick.astimezone(dt.timezone.utc)
 
 
+REFRESH_INTERVAL = dt.timedelta(minutes=15)
+
+
 def refresh_request(context: dg.ScheduleEvaluationContext):
-    """The current UTC day's partition, unless an ingestion run is still queued/running."""
+    """The current UTC day's partition, unless an ingestion run is still queued/running.
+
+    The first tick of a UTC day (00:00) covers the previous day too, as ONE run over the
+    range (one export query): otherwise the events of that day's last 15 minutes would wait
+    for the late sweep at 01:00, and detection's lookback would have passed their windows.
+    """
     busy = _busy(context, {INGEST_TAG: INGEST_TAGS[INGEST_TAG]})
     if busy:
         return dg.SkipReason(f"an ingestion run is still queued or running ({busy[0]}): skipping this tick")
     tick = _tick(context)
-    day = tick.date().isoformat()
-    return dg.RunRequest(
-        run_key=f"refresh-{tick:%Y-%m-%dT%H:%M}",
-        partition_key=day,
-        tags={**INGEST_TAGS, "analytics_platform/trigger": "refresh"},
-    )
+    day = tick.date()
+    previous = (tick - REFRESH_INTERVAL).date()
+    tags = {**INGEST_TAGS, "analytics_platform/trigger": "refresh"}
+    if previous < day and previous >= dt.date.fromisoformat(get_settings().analytics_start_date):
+        return dg.RunRequest(
+            run_key=f"refresh-{tick:%Y-%m-%dT%H:%M}",
+            tags={**tags, RANGE_START_TAG: previous.isoformat(), RANGE_END_TAG: day.isoformat()},
+        )
+    return dg.RunRequest(run_key=f"refresh-{tick:%Y-%m-%dT%H:%M}", partition_key=day.isoformat(), tags=tags)
 
 
 def late_sweep_request(context: dg.ScheduleEvaluationContext, late_days: Optional[int] = None):
