@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -12,8 +13,12 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import pandas as pd
+import sqlalchemy as sa
 
+from analytics_platform.engagement import store
+from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.settings import _ENV_TO_FIELD
+from analytics_platform_tests.engagement.conftest import FIT_APP, GOAL_FITNESS, GOAL_SLEEP, SLEEP_APP, EngagementDb
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -136,3 +141,36 @@ def metadata(result, node: str) -> dict[str, Any]:
     for mat in result.asset_materializations_for_node(node):
         return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
     raise AssertionError(f"{node} was not materialized")
+
+
+# ------------------------------------------------------------------------- engagement
+def signals_rows(app_db: AppDatabase, day: str, with_computed_at: bool = False) -> list[tuple]:
+    with app_db.connect() as conn:
+        frame = pd.read_sql(
+            sa.text(f"SELECT * FROM {store.SIGNALS_TABLE} WHERE as_of_date = :d ORDER BY user_id"),
+            conn,
+            params={"d": dt.date.fromisoformat(day)},
+        )
+    if not with_computed_at:
+        frame = frame.drop(columns=["computed_at"])
+    else:  # computed_at last
+        frame = frame[[c for c in frame.columns if c != "computed_at"] + ["computed_at"]]
+    return records(frame)
+
+
+def seed_engagement(app_db: AppDatabase, users: int = 40) -> None:
+    with app_db.begin() as conn:
+        store.ensure_goal_tables(conn)
+        store.ensure_schema(conn)
+    db = EngagementDb(app_db).seed_world()
+    end = dt.datetime(2024, 6, 6, tzinfo=dt.timezone.utc)
+    rows = []
+    for u in range(users):
+        user = f"user-{u:03d}"
+        db.goal(user, GOAL_FITNESS, 1)
+        if u % 3 == 0:
+            db.goal(user, GOAL_SLEEP, 2)
+        for week in range(u % 9):
+            rows.append({"user_id": user, "app_id": FIT_APP if week % 2 else SLEEP_APP,
+                         "ts": end - dt.timedelta(days=7 * week + 1, hours=u % 5), "fg": 60_000 + 1000 * u})
+    db.events(rows)

@@ -14,10 +14,10 @@ the transaction would deadlock by design).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -26,18 +26,13 @@ from analytics_platform.engagement import store
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.resources.mixpanel import MixpanelResource
 from analytics_platform.resources.warehouse import DuckDBWarehouse
-from analytics_platform_tests.engagement.conftest import (
-    FIT_APP,
-    GOAL_FITNESS,
-    GOAL_SLEEP,
-    SLEEP_APP,
-    EngagementDb,
-)
 from analytics_platform_tests.engagement.conftest import materialize as materialize_engagement
 from analytics_platform_tests.mixpanel.conftest import TEST_CONFIG, materialize_events
 from analytics_platform_tests.posthog import data as posthog_data
 from analytics_platform_tests.reliability.helpers import (
     clean_env,
+    seed_engagement,
+    signals_rows,
     event_rows,
     finish,
     records,
@@ -46,6 +41,7 @@ from analytics_platform_tests.reliability.helpers import (
 )
 
 DAY = "2024-06-05"
+SIGNALS = dg.AssetKey(["app_db", "user_engagement_signals"])
 
 
 def _run_pair(tmp_path: Path, env: dict, args: list[str], point: str) -> list[dict]:
@@ -132,64 +128,26 @@ def test_two_sessions_runs_of_the_same_day(tmp_path):
 
 
 # ------------------------------------------------------------------------------ signals
-def _signals(app_db: AppDatabase, day: str, with_computed_at: bool = False) -> list[tuple]:
-    with app_db.connect() as conn:
-        frame = pd.read_sql(
-            sa.text(f"SELECT * FROM {store.SIGNALS_TABLE} WHERE as_of_date = :d ORDER BY user_id"),
-            conn,
-            params={"d": dt.date.fromisoformat(day)},
-        )
-    if not with_computed_at:
-        frame = frame.drop(columns=["computed_at"])
-    else:  # computed_at last
-        frame = frame[[c for c in frame.columns if c != "computed_at"] + ["computed_at"]]
-    return records(frame)
-
-
-def _seed_engagement(app_db: AppDatabase, users: int = 40) -> None:
-    with app_db.begin() as conn:
-        store.ensure_goal_tables(conn)
-        store.ensure_schema(conn)
-    db = EngagementDb(app_db).seed_world()
-    end = dt.datetime(2024, 6, 6, tzinfo=dt.timezone.utc)
-    rows = []
-    for u in range(users):
-        user = f"user-{u:03d}"
-        db.goal(user, GOAL_FITNESS, 1)
-        if u % 3 == 0:
-            db.goal(user, GOAL_SLEEP, 2)
-        for week in range(u % 9):
-            rows.append({"user_id": user, "app_id": FIT_APP if week % 2 else SLEEP_APP,
-                         "ts": end - dt.timedelta(days=7 * week + 1, hours=u % 5), "fg": 60_000 + 1000 * u})
-    db.events(rows)
-
-
 @pytest.mark.parametrize("prior_rows", [False, True], ids=["first_run", "rerun"])
 def test_two_signals_runs_of_the_same_day(tmp_path, app_db_url, prior_rows):
     app_db = AppDatabase(url=app_db_url)
-    _seed_engagement(app_db)
+    seed_engagement(app_db)
     if prior_rows:
-        materialize_engagement(app_db, [dg_key("app_db/user_engagement_signals")], DAY)
+        materialize_engagement(app_db, [SIGNALS], DAY)
     env = clean_env(tmp_path, ANALYTICS_DATA_DIR=str(tmp_path / "data"), APP_DATABASE_URL=app_db_url)
     outcomes = _run_pair(tmp_path, env, ["--select", "app_db/user_engagement_signals", "--partition", DAY], "signals_txn")
     _assert_both_succeeded(outcomes)
     # serialised: the later run found (and replaced) the rows the earlier one committed
     replaced = sorted(o["metadata"]["rows_replaced"] for o in outcomes)
     assert replaced == ([40, 40] if prior_rows else [0, 40])
-    got = _signals(app_db, DAY)
+    got = signals_rows(app_db, DAY)
 
     with app_db.begin() as conn:  # a clean run on the same data
         conn.execute(sa.text(f"DELETE FROM {store.SIGNALS_TABLE}"))
         conn.execute(sa.text(f"DELETE FROM {store.AGGREGATES_TABLE}"))
-    materialize_engagement(app_db, [dg_key("app_db/user_engagement_signals")], DAY)
-    want = _signals(app_db, DAY)
+    materialize_engagement(app_db, [SIGNALS], DAY)
+    want = signals_rows(app_db, DAY)
     assert len(got) == len(want) == 40
     assert got == want
     if app_db._engine is not None:
         app_db._engine.dispose()
-
-
-def dg_key(text: str):
-    import dagster as dg
-
-    return dg.AssetKey(text.split("/"))

@@ -36,9 +36,10 @@ from analytics_platform_tests.engagement.conftest import materialize as material
 from analytics_platform_tests.kpis.helpers import materialize as materialize_kpi
 from analytics_platform_tests.kpis.helpers import slack_outbox
 from analytics_platform_tests.mixpanel.conftest import TEST_CONFIG, materialize_events
-from analytics_platform_tests.reliability.test_concurrent_runs import _seed_engagement, _signals
 from analytics_platform_tests.reliability.helpers import (
     REPO,
+    seed_engagement,
+    signals_rows,
     clean_env,
     event_rows,
     kill_group,
@@ -105,10 +106,10 @@ def test_ingestion_killed_after_two_committed_batches_then_rerun_equals_a_clean_
 # ----------------------------------------------------------------------------- signals
 def test_signals_killed_inside_their_transaction_then_rerun_equals_a_clean_run(tmp_path, app_db_url):
     app_db = AppDatabase(url=app_db_url)
-    _seed_engagement(app_db)
+    seed_engagement(app_db)
     signals = [dg.AssetKey(["app_db", "user_engagement_signals"])]
     materialize_engagement(app_db, signals, DAY)
-    before = _signals(app_db, DAY, with_computed_at=True)
+    before = signals_rows(app_db, DAY, with_computed_at=True)
     # new activity since: the killed run would have changed the partition
     with app_db.begin() as conn:
         conn.execute(
@@ -131,17 +132,17 @@ def test_signals_killed_inside_their_transaction_then_rerun_equals_a_clean_run(t
     assert proc.returncode == -signal.SIGKILL
 
     # the server ends the orphaned transaction (its client is gone): nothing was committed
-    wait_for(lambda: _signals(app_db, DAY, with_computed_at=True) == before and not _busy_backends(app_db),
+    wait_for(lambda: signals_rows(app_db, DAY, with_computed_at=True) == before and not _busy_backends(app_db),
              timeout=60, what="the killed run's transaction to be rolled back")
     assert materialize_engagement(app_db, signals, DAY).success
-    got = _signals(app_db, DAY)
+    got = signals_rows(app_db, DAY)
     assert got != [r[:-1] for r in before]
 
     with app_db.begin() as conn:  # a clean run on the same data
         conn.execute(sa.text(f"DELETE FROM {store.SIGNALS_TABLE}"))
         conn.execute(sa.text(f"DELETE FROM {store.AGGREGATES_TABLE}"))
     materialize_engagement(app_db, signals, DAY)
-    assert got == _signals(app_db, DAY)
+    assert got == signals_rows(app_db, DAY)
     app_db.get_engine().dispose()
 
 
