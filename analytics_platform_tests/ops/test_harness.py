@@ -37,7 +37,7 @@ def test_missing_chromium_fails_with_the_setup_command(monkeypatch: pytest.Monke
 
 
 def test_local_env_configures_no_service(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-should-not-leak")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-no-leak")
     monkeypatch.setenv("DAGSTER_PG_HOST", "db.example")
     monkeypatch.setenv("ANALYTICS_ENV", "prod")
     env = harness.local_env(tmp_path / "home", tmp_path / "data")

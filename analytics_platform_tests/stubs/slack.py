@@ -45,7 +45,7 @@ class SlackStub(StubServer):
     def __init__(
         self,
         *,
-        bot_token: str = "xoxb-0000-stub-slack-bot-token",
+        bot_token: str = "xoxb-stub-tok",
         channels: Iterable[str] = ("#data-alerts", "#alerts-errors", "#alerts"),
         webhook_path: str = WEBHOOK_PATH,
         webhook_channel: str = "#data-alerts",
