@@ -63,7 +63,7 @@ def test_no_secret_in_logs_metadata_alerts_outboxes_or_exceptions(tmp_path, app_
     }
     service_account = json.dumps({
         "type": "service_account", "project_id": firestore_project, "private_key_id": _marker("fbkeyid"),
-        "private_key": "-----BEGIN " + "PRIVATE KEY-----\n" + m['firebase_private_key'] + "\n-----END PRIVATE KEY-----\n"  # split: no key-shaped literal in git,
+        "private_key": "-----BEGIN " + "PRIVATE KEY-----\n" + m['firebase_private_key'] + "\n-----END PRIVATE KEY-----\n",  # split: no key-shaped literal in git
         "client_email": f"sa@{firestore_project}.iam.gserviceaccount.com", "client_id": "1",
         "token_uri": "https://oauth2.googleapis.com/token",
     })
