@@ -44,6 +44,9 @@ from analytics_platform_tests.infra import bigquery as bq_infra
 from analytics_platform_tests.infra import firestore as fs_infra
 from analytics_platform_tests.infra import postgres as pg_infra
 
+# Stub Mixpanel and Slack servers (`mixpanel_stub`, `slack_stub`) for every test package.
+pytest_plugins = ["analytics_platform_tests.stubs.fixtures"]
+
 ALLOW_SKIP_BIGQUERY_VAR = "ANALYTICS_ALLOW_SKIP_BIGQUERY"
 
 

@@ -20,7 +20,6 @@ from analytics_platform.cohorts.temp_users import PRIVACY_EVENT, RESTORE_EVENT
 from analytics_platform.resources.mixpanel import MixpanelResource
 from analytics_platform.resources.slack import SlackResource
 from analytics_platform.mixpanel.tables import EVENTS_SCHEMA as MIXPANEL_EVENTS_SCHEMA
-from analytics_platform_tests.stubs.fixtures import mixpanel_stub, slack_stub  # noqa: F401
 
 UTC = dt.timezone.utc
 EVENTS_DATASET = "mixpanel_data"

@@ -22,7 +22,6 @@ from analytics_platform.resources.mixpanel import (
     build_unset_update,
 )
 from analytics_platform.settings import SettingsError, get_settings
-from analytics_platform_tests.stubs.fixtures import mixpanel_stub  # noqa: F401 - fixture
 from analytics_platform_tests.stubs.mixpanel import MixpanelStub, write_export_file
 
 DAY = "2024-05-01"

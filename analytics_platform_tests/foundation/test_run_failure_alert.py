@@ -11,7 +11,6 @@ from analytics_platform.ops.alerts import scrub, summarize_error
 from analytics_platform.ops.definitions import defs as ops_defs
 from analytics_platform.ops.sensors import run_failure_slack_alert
 from analytics_platform.resources.slack import SlackResource
-from analytics_platform_tests.stubs.fixtures import slack_stub  # noqa: F401 - fixture
 
 SECRET = "mp-api-secret-3f9a1c77"
 WEBSERVER = "http://dagster.example.test:3000"

@@ -11,7 +11,6 @@ import pytest
 
 from analytics_platform.resources.slack import SlackResource
 from analytics_platform.settings import SettingsError
-from analytics_platform_tests.stubs.fixtures import slack_stub  # noqa: F401 - fixture
 
 BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "*anomaly* 12 > 5"}}]
 

@@ -11,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 
 from analytics_platform.kpis.recalc import RecalcParams, read_sql
-from analytics_platform_tests.stubs.fixtures import mixpanel_stub, slack_stub  # noqa: F401
 
 UTC = dt.timezone.utc
 AS_OF = dt.datetime(2024, 6, 6, 0, 0, tzinfo=UTC)  # Thursday -> week_start Monday 2024-06-03

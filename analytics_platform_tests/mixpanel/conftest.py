@@ -16,7 +16,6 @@ from analytics_platform.mixpanel.assets import ANOMALIES_KEY, EVENTS_KEY, event_
 from analytics_platform.mixpanel.checks import ASSET_CHECKS
 from analytics_platform.resources.mixpanel import MixpanelResource
 from analytics_platform.resources.slack import SlackResource
-from analytics_platform_tests.stubs.fixtures import mixpanel_stub, slack_stub  # noqa: F401
 
 UTC = dt.timezone.utc
 DATASET = "mixpanel_data"

@@ -11,7 +11,6 @@ import pytest
 
 from analytics_platform.settings import _ENV_TO_FIELD
 from analytics_platform_tests.mixpanel.conftest import TEST_CONFIG
-from analytics_platform_tests.stubs.fixtures import mixpanel_stub, slack_stub  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
