@@ -21,9 +21,9 @@ import sqlalchemy as sa
 
 from analytics_platform.engagement.extraction import SplitDocuments
 from analytics_platform.engagement.rules import AGGREGATE_COLUMNS, MILESTONE_COLUMNS, SIGNAL_COLUMNS, WEEK
-from analytics_platform.resources.app_db import strip_sql_comments
+from analytics_platform.common import read_postgres_sql
 from analytics_platform.resources.firestore import EventCursor
-from analytics_platform.resources.warehouse import read_sql
+from analytics_platform.common import read_sql
 
 EVENTS_TABLE = "firestore_app_usage_events"
 REJECTS_TABLE = "firestore_app_usage_event_rejects"
@@ -44,7 +44,7 @@ _OUTPUT_COLUMNS = {
 def sql(name: str) -> str:
     """The statement of ``sql/engagement/postgres/<name>.sql`` without its comments: a
     ``:user_ids`` named in a comment would be bound there too (see ``strip_sql_comments``)."""
-    return strip_sql_comments(read_sql(f"engagement/postgres/{name}"))
+    return read_postgres_sql(f"engagement/postgres/{name}")
 
 
 def ensure_schema(conn: sa.Connection) -> None:

@@ -25,7 +25,6 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from importlib import resources as importlib_resources
 from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
@@ -38,7 +37,7 @@ from analytics_platform.kpis.models import (
     ModelParams,
     evaluate_users,
 )
-from analytics_platform.resources.app_db import strip_sql_comments
+from analytics_platform.common import read_postgres_sql
 
 UTC = dt.timezone.utc
 REQUIRED_SOURCES = ("exam_results", "features_topic_daily", "attempt", "interest_goal")
@@ -77,13 +76,8 @@ class MissingSourceTables(RuntimeError):
 
 
 def read_sql(name: str) -> str:
-    """The statement of ``analytics_platform/sql/kpis/<name>.sql``, without its comments
-    (a ``:user_ids`` named in a comment would be bound there too; see ``strip_sql_comments``)."""
-    return strip_sql_comments(
-        importlib_resources.files("analytics_platform")
-        .joinpath("sql", "kpis", f"{name}.sql")
-        .read_text(encoding="utf-8")
-    )
+    """The statement of ``analytics_platform/sql/kpis/<name>.sql`` without its comments."""
+    return read_postgres_sql(f"kpis/{name}")
 
 
 @dataclass(frozen=True)

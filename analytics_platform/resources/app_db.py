@@ -58,43 +58,6 @@ def _forget_dead_server(directory: Path) -> None:
         instances.pop(directory, None)
 
 
-def strip_sql_comments(sql: str) -> str:
-    """``sql`` without its ``--`` and ``/* */`` comments (string literals and quoted
-    identifiers are kept as they are).
-
-    Run SQL files through this before ``sqlalchemy.text()``: SQLAlchemy turns every
-    ``:name`` into a bind parameter, comments included, and psycopg2 binds parameters
-    client-side, so a value holding a newline (a user id, say) placed into a ``--`` comment
-    would end the comment and become part of the statement.
-    """
-    out: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch in ("'", '"'):
-            j = i + 1
-            while j < n:
-                if sql[j] == ch:
-                    if j + 1 < n and sql[j + 1] == ch:  # a doubled quote inside the literal
-                        j += 2
-                        continue
-                    break
-                j += 1
-            out.append(sql[i : j + 1])
-            i = j + 1
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end  # the newline itself is kept
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            out.append(" ")
-            i = n if end < 0 else end + 2
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
-
-
 def _set_utc(dbapi_connection: Any, _record: Any) -> None:
     """Every new connection's session time zone is UTC.
 

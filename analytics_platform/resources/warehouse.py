@@ -39,8 +39,8 @@ import pyarrow.compute as pc
 from dagster import ConfigurableResource, get_dagster_logger
 from pydantic import PrivateAttr
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+from analytics_platform.common import SQL_DIR, read_sql, render_sql, validate_identifier  # noqa: F401 (re-exported)
+
 # PARTITION BY: a column, DATE(col), or {DATE,TIMESTAMP}_TRUNC(col, unit).
 _PARTITION_EXPR = re.compile(
     r"^(?:(?P<col>[A-Za-z_][A-Za-z0-9_]*)"
@@ -84,16 +84,6 @@ class WarehouseError(RuntimeError):
     """A warehouse statement failed; the message names the statement file when known."""
 
 
-def validate_identifier(name: str) -> str:
-    """Return ``name`` if it is a safe dataset/table/column identifier, else raise."""
-    if not isinstance(name, str) or not _IDENTIFIER.match(name) or "\n" in name:
-        raise ValueError(
-            f"Invalid identifier {name!r}: use letters, digits and underscores only "
-            "(starting with a letter or underscore)."
-        )
-    return name
-
-
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -126,20 +116,6 @@ class Param:
     def __post_init__(self) -> None:
         if self.type not in BQ_TYPES:
             raise ValueError(f"Param type must be one of {BQ_TYPES}, got {self.type!r}")
-
-
-@functools.lru_cache(maxsize=None)
-def read_sql(name: str) -> str:
-    """The text of ``analytics_platform/sql/<name>.sql``."""
-    path = SQL_DIR / f"{name}.sql"
-    if not path.exists():
-        raise FileNotFoundError(f"No SQL file {path}")
-    return path.read_text()
-
-
-def render_sql(sql: str, **identifiers: str) -> str:
-    """Format ``{placeholders}`` in ``sql`` with validated identifiers only."""
-    return sql.format(**{k: validate_identifier(v) for k, v in identifiers.items()})
 
 
 def _to_utc(value: Any) -> Any:
