@@ -1,36 +1,28 @@
 """The single Dagster ``Definitions`` of the analytics_platform code location.
 
 Each domain package exports its own ``defs`` (assets, checks, jobs, schedules, sensors);
-they are merged here with the resources that ``build_resources`` picks for
+they are merged here, explicitly, with the resources that ``build_resources`` picks for
 ``ANALYTICS_ENV``.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import dagster as dg
 
+from analytics_platform.cohorts.definitions import defs as cohorts_defs
+from analytics_platform.engagement.definitions import defs as engagement_defs
+from analytics_platform.kpis.definitions import defs as kpis_defs
+from analytics_platform.mixpanel.definitions import defs as mixpanel_defs
+from analytics_platform.ops.definitions import defs as ops_defs
+from analytics_platform.posthog.definitions import defs as posthog_defs
 from analytics_platform.resources import build_resources
 
-DOMAINS = ("mixpanel", "cohorts", "posthog", "engagement", "kpis", "ops")
-
-
-def _domain_defs() -> list[dg.Definitions]:
-    found = []
-    for domain in DOMAINS:
-        name = f"analytics_platform.{domain}.definitions"
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real import error inside the domain: surface it
-                raise
-            continue
-        found.append(module.defs)
-    return found
-
-
 defs = dg.Definitions.merge(
-    *_domain_defs(),
+    mixpanel_defs,
+    cohorts_defs,
+    posthog_defs,
+    engagement_defs,
+    kpis_defs,
+    ops_defs,
     dg.Definitions(resources=build_resources()),
 )

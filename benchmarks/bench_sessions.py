@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analytics_platform.posthog import sessions_sql as logic
-from analytics_platform.posthog import synthetic
+from analytics_platform.demo import posthog_synthetic as synthetic
 from analytics_platform.posthog.tables import (
     EVENTS_TABLE,
     FIREBASE_EVENTS_SCHEMA,

@@ -43,7 +43,8 @@ from typing import Optional
 import dagster as dg
 import sqlalchemy as sa
 
-from analytics_platform.engagement import reference, store
+from analytics_platform.engagement import store
+from benchmarks import signals_reference as reference
 from analytics_platform.engagement.assets import ASSETS, MILESTONES_KEY, SIGNALS_KEY
 from analytics_platform.engagement.rules import MILESTONE_FLAGS, SIGNAL_COUNTS, SIGNAL_FLAGS, as_of_for_day
 from analytics_platform.resources.app_db import AppDatabase

@@ -1,6 +1,6 @@
 """Deterministic synthetic data for the local default, with one plug-in per domain.
 
-Each domain module ``analytics_platform.<domain>.demo`` provides
+Each domain has a module here, ``analytics_platform.demo.<domain>``, that provides
 ``seed(ctx: DemoContext) -> None`` (write its data into the local stores) and
 ``steps(ctx: DemoContext) -> list[DemoStep]`` (what to materialize, in order).
 """
@@ -8,7 +8,6 @@ Each domain module ``analytics_platform.<domain>.demo`` provides
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ from analytics_platform.settings import Settings
 
 # The demo's "today": fixed, so every run produces the same data and the same results.
 DEMO_DATE = dt.date(2024, 6, 5)
-DEMO_DOMAINS = ("mixpanel", "cohorts", "posthog", "engagement", "kpis")
 
 
 @dataclass
@@ -53,13 +51,12 @@ class DemoStep:
 
 
 def domain_modules() -> list[Any]:
-    """The demo modules of the domains that have one."""
-    found = []
-    for domain in DEMO_DOMAINS:
-        name = f"analytics_platform.{domain}.demo"
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return found
+    """The demo module of every domain, in the order the demo runs them."""
+    from analytics_platform.demo import cohorts, engagement, kpis, mixpanel, posthog
+
+    return [mixpanel, cohorts, posthog, engagement, kpis]
+
+
+def domain_name(module: Any) -> str:
+    """``analytics_platform.demo.kpis`` -> ``kpis``."""
+    return module.__name__.rsplit(".", 1)[-1]

@@ -6,7 +6,7 @@ from typing import Optional
 
 import dagster as dg
 
-from analytics_platform.demo import DemoContext, DemoStep, domain_modules
+from analytics_platform.demo import DemoContext, DemoStep, domain_modules, domain_name
 from analytics_platform.settings import get_settings
 
 
@@ -63,17 +63,17 @@ def run_demo(seed_only: bool = False, domains: Optional[list[str]] = None, verbo
     if settings.is_prod:
         raise SystemExit("The demo writes synthetic data: run it with ANALYTICS_ENV=local only.")
     ctx = DemoContext(settings=settings, resources=build_resources(settings, secrets_as_env_vars=False))
-    modules = [m for m in domain_modules() if not domains or m.__name__.split(".")[1] in domains]
+    modules = [m for m in domain_modules() if not domains or domain_name(m) in domains]
     print(f"Demo data under {settings.data_dir.resolve()} (demo day {ctx.demo_date})")
     for module in modules:
         module.seed(ctx)
-        print(f"seeded {module.__name__.split('.')[1]}")
+        print(f"seeded {domain_name(module)}")
     if seed_only:
         return 0
     instance = _instance()
     for module in modules:
         for step in module.steps(ctx):
-            print(f"{module.__name__.split('.')[1]}: {step.description or ', '.join(step.selection)}")
+            print(f"{domain_name(module)}: {step.description or ', '.join(step.selection)}")
             result = materialize_step(defs, step, instance, "DEBUG" if verbose else "WARNING")
             for line in _summarise(result):
                 print(line)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from analytics_platform.cohorts import demo
+from analytics_platform.demo import cohorts as demo
 from analytics_platform.cohorts.assets import ACTIVE_CHECK, COHORT_KEY, TEMP_USERS_KEY
 from analytics_platform.demo import DemoContext
 from analytics_platform.settings import get_settings

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from analytics_platform.engagement import reference
+from benchmarks import signals_reference as reference
 from analytics_platform.engagement.assets import MILESTONES_KEY, SIGNALS_KEY
 from analytics_platform.engagement.rules import MILESTONE_FLAGS, SIGNAL_COUNTS, SIGNAL_FLAGS
 from analytics_platform.engagement.store import MILESTONES_TABLE, SIGNALS_TABLE

@@ -7,7 +7,7 @@ import dagster as dg
 
 from analytics_platform.demo import DemoContext
 from analytics_platform.demo.runner import materialize_step
-from analytics_platform.kpis import demo
+from analytics_platform.demo import kpis as demo
 from analytics_platform.kpis.definitions import defs as kpi_defs
 from analytics_platform.settings import get_settings
 

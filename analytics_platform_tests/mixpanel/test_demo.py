@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from analytics_platform.demo import DemoContext
-from analytics_platform.mixpanel import demo
+from analytics_platform.demo import mixpanel as demo
 from analytics_platform.resources import build_resources
 from analytics_platform.settings import get_settings
 

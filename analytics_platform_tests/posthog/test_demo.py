@@ -9,7 +9,7 @@ import pandas as pd
 
 from analytics_platform.demo import DemoContext
 from analytics_platform.demo.runner import materialize_step
-from analytics_platform.posthog import demo
+from analytics_platform.demo import posthog as demo
 from analytics_platform.posthog.definitions import defs as posthog_defs
 from analytics_platform.settings import get_settings
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from analytics_platform.demo import DemoContext
-from analytics_platform.kpis import demo as kpis_demo
+from analytics_platform.demo import kpis as kpis_demo
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.settings import get_settings
 from analytics_platform_tests.kpis.helpers import materialize, metadata, slack_outbox

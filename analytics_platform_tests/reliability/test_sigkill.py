@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from analytics_platform.demo import DemoContext
 from analytics_platform.engagement import store
-from analytics_platform.kpis import demo as kpis_demo
+from analytics_platform.demo import kpis as kpis_demo
 from analytics_platform.kpis.assets import run_config
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.resources.mixpanel import MixpanelResource

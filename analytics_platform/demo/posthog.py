@@ -21,7 +21,7 @@ import json
 import pandas as pd
 
 from analytics_platform.demo import DemoContext, DemoStep
-from analytics_platform.posthog import synthetic
+from analytics_platform.demo import posthog_synthetic as synthetic
 from analytics_platform.posthog.tables import (
     EVENTS_TABLE,
     FIREBASE_EVENTS_SCHEMA,
