@@ -9,7 +9,7 @@ import datetime as dt
 import functools
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import dagster as dg
 
@@ -113,7 +113,9 @@ def contiguous_day_ranges(keys: list[str]) -> list[tuple[dt.date, dt.date]]:
 
 # --- SQL files: one convention for the warehouse (BigQuery dialect) and PostgreSQL -----
 # Values are always bound parameters (``@name`` in warehouse SQL, ``:name`` in Postgres
-# SQL); only identifiers (dataset, table) are formatted in as ``{placeholder}``, validated.
+# SQL); only identifiers (dataset, table) are formatted in as ``{placeholder}``, validated;
+# an optional part of a statement is a fragment file of its own, formatted in by name
+# (``render_sql(read_sql("kpis/inactive_users"), fragments={"session_activity": ...})``).
 
 
 def validate_identifier(name: str) -> str:
@@ -135,9 +137,13 @@ def read_sql(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def render_sql(sql: str, **identifiers: str) -> str:
-    """Format ``{placeholders}`` in ``sql`` with validated identifiers only."""
-    return sql.format(**{k: validate_identifier(v) for k, v in identifiers.items()})
+def render_sql(sql: str, fragments: Optional[Mapping[str, str]] = None, **identifiers: str) -> str:
+    """Format the ``{placeholders}`` of ``sql``: identifiers (validated) and, for an
+    optional part of a statement, ``fragments`` - the text of another ``.sql`` file
+    (``read_sql(...)``) or ``""``.  Never a value: values are bound parameters."""
+    values = {k: validate_identifier(v) for k, v in identifiers.items()}
+    values.update(fragments or {})
+    return sql.format(**values)
 
 
 def strip_sql_comments(sql: str) -> str:
