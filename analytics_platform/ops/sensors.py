@@ -3,6 +3,10 @@
 Dagster's run status sensors keep a cursor (the last run-failure event they processed), so
 each failed run is reported once, also across daemon restarts.  The very first tick only
 initialises the cursor (runs that failed before the sensor ever ran are not reported).
+
+With run retries on (dagster.yaml ``run_retries``), a failed run that Dagster will retry
+carries ``dagster/will_retry=true``: only the final attempt is reported, so one failure is
+one message, not one per attempt.
 """
 
 from __future__ import annotations
@@ -57,6 +61,16 @@ def describe_failure(context: dg.RunFailureSensorContext, webserver_url: str) ->
     )
 
 
+WILL_RETRY_TAG = "dagster/will_retry"
+
+
+def will_be_retried(context: dg.RunFailureSensorContext) -> bool:
+    """True when Dagster's run retries will start another attempt of the failed run (the
+    tag is written right after the failure event, so the run is read afresh)."""
+    run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+    return run.tags.get(WILL_RETRY_TAG, "false").lower() == "true"
+
+
 @dg.run_failure_sensor(
     name="run_failure_slack_alert",
     monitor_all_code_locations=False,
@@ -66,7 +80,11 @@ def describe_failure(context: dg.RunFailureSensorContext, webserver_url: str) ->
     "to SLACK_DEFAULT_CHANNEL.",
 )
 def run_failure_slack_alert(context: dg.RunFailureSensorContext, slack: SlackResource) -> None:
-    """Post the failure of ``context.dagster_run`` to the Slack default channel."""
+    """Post the failure of ``context.dagster_run`` to the Slack default channel, unless
+    Dagster will retry the run (then its final attempt is the one reported)."""
+    if will_be_retried(context):
+        context.log.info(f"Run {context.dagster_run.run_id} failed and will be retried: no alert yet")
+        return
     failure = describe_failure(context, get_settings().dagster_webserver_url)
     text, blocks = format_run_failure(failure)
     delivery = slack.post_message(text, blocks=blocks)

@@ -112,3 +112,27 @@ def test_scrub_and_summary():
     assert "xoxb-" not in scrub("using xoxb-12345678")
     assert summarize_error("a\n\nb\nc\nd", max_lines=2) == "a\nb\n…"
     assert len(summarize_error("x" * 2000)) == 500
+
+
+RETRIES_ON = {"run_retries": {"enabled": True, "max_retries": 2}}
+
+
+def test_a_retried_failure_alerts_once_on_its_final_attempt(env, slack_stub):
+    """Run retries on: an attempt Dagster will retry carries dagster/will_retry=true and posts
+    nothing; an attempt with no retry left (here: dagster/max_retries=0) posts the message."""
+    slack = SlackResource(**slack_stub.resource_kwargs(), default_channel="#data-alerts")
+    with dg.instance_for_test(overrides=RETRIES_ON) as instance:
+        cursor = _tick(instance, slack).cursor
+        first = dg.materialize([always_fails], instance=instance, raise_on_error=False)
+        assert instance.get_run_by_id(first.dagster_run.run_id).tags["dagster/will_retry"] == "true"
+        cursor = _tick(instance, slack, cursor).cursor
+        assert slack_stub.messages == []  # a retry is coming: no alert yet
+
+        final = dg.materialize(
+            [always_fails], instance=instance, raise_on_error=False, tags={"dagster/max_retries": "0"}
+        )
+        assert instance.get_run_by_id(final.dagster_run.run_id).tags["dagster/will_retry"] == "false"
+        _tick(instance, slack, cursor)
+
+    assert len(slack_stub.messages) == 1
+    assert final.dagster_run.run_id in slack_stub.messages[0]["text"]
