@@ -120,3 +120,14 @@ def test_invalid_arguments():
         A.examined_windows(t("2024-06-05T10:00:00"), 0, 60)
     with pytest.raises(ValueError):
         A.assign_statuses([], {}, -1)
+
+
+def test_alert_query_writes_the_parameters_in_as_literals_once():
+    sql = rows_sql("mixpanel_data", "mixpanel_events", "it's @event_name\n", t("2024-06-05T10:07:00"), t("2024-06-05T10:08:00"))
+    assert sql == (
+        "SELECT * FROM `mixpanel_data.mixpanel_events` WHERE event_date = '2024-06-05' "
+        "AND event_name = 'it\\'s @event_name\\n' "
+        "AND event_timestamp >= '2024-06-05 10:07:00 UTC' AND event_timestamp < '2024-06-05 10:08:00 UTC'"
+    )
+    with pytest.raises(KeyError):
+        A.sql_with_literals("SELECT @missing", {})
