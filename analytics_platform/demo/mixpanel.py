@@ -24,6 +24,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from analytics_platform.common import day_start
 from analytics_platform.demo import DemoContext, DemoStep
 
 MARK = "demo-mixpanel-"
@@ -71,7 +72,7 @@ def _record(name: str, at: dt.datetime, user: int, insert_id: str, rng, *, ms: b
 def day_records(ctx: DemoContext, day: dt.date) -> list[dict]:
     """This module's export records for ``day`` (deterministic)."""
     rng = ctx.rng(f"mixpanel:{day.isoformat()}")
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    start = day_start(day)
     records: list[dict] = []
     for i in range(EVENTS_PER_DAY):
         at = start + dt.timedelta(seconds=rng.randrange(86_400), milliseconds=rng.randrange(1000))

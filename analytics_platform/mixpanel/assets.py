@@ -1,22 +1,19 @@
-"""Mixpanel assets: raw events (daily partitions) and event-spike anomalies (thin wiring)."""
+"""Mixpanel assets: raw events (daily partitions) and event-spike anomalies.
 
+Thin wiring: each asset turns its config and settings into ONE call into :mod:`store`
+and returns the result's metadata; the rules are in :mod:`rules`, the SQL in
+``sql/mixpanel/``.
+"""
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import dagster as dg
 from pydantic import Field
 
-from analytics_platform.common import (
-    contiguous_day_ranges,
-    daily_partitions,
-    parse_as_of,
-    partition_keys_of,
-    utc_now,
-)
-from analytics_platform.mixpanel.anomalies import warehouse_link
-from analytics_platform.mixpanel.detect import detect_and_alert
-from analytics_platform.mixpanel.events_config import EventsConfigError, events_config_from_settings
-from analytics_platform.mixpanel.ingest import ingest_ranges
+from analytics_platform.common import daily_partitions, parse_as_of, partition_keys_of
+from analytics_platform.mixpanel import store
+from analytics_platform.mixpanel.events_config import EventsConfigError
 from analytics_platform.resources.mixpanel import MixpanelError, MixpanelResource
 from analytics_platform.resources.slack import SlackResource
 from analytics_platform.resources.warehouse import Warehouse
@@ -37,6 +34,16 @@ EXPORT_POOL = "mixpanel_export"
 
 def _fail(message: str) -> dg.Failure:
     return dg.Failure(description=message)
+
+
+@contextlib.contextmanager
+def _as_failure() -> Iterator[None]:
+    """An invalid events configuration or a Mixpanel export error fails the run with its
+    message (already redacted; it names the variable to fix) and no traceback."""
+    try:
+        yield
+    except (EventsConfigError, MixpanelError) as exc:
+        raise _fail(str(exc)) from None
 
 
 @dg.asset(
@@ -67,47 +74,19 @@ def mixpanel_events(
     per (partition_date, line).  Rows of the fetched days whose event is no longer
     collected are deleted, so a partition holds exactly the collected events.
     """
-    settings = get_settings()
-    try:
-        config = events_config_from_settings(settings)
-    except EventsConfigError as exc:
-        raise _fail(str(exc)) from None
     keys = partition_keys_of(context)
     if not keys:
         raise _fail("mixpanel_data/mixpanel_events is partitioned by UTC day: give --partition or --partition-range")
-    ranges = contiguous_day_ranges(keys)
-    events = config.collected_event_names()
-    context.log.info(
-        f"Fetching {len(keys)} day(s) in {len(ranges)} export request(s) for {len(events)} event(s)"
-    )
-    try:
-        result = ingest_ranges(
+    with _as_failure():
+        result = store.refresh_event_days(
             warehouse=warehouse,
             mixpanel=mixpanel,
-            dataset=settings.bigquery_dataset,
-            table=settings.bigquery_table,
-            ranges=ranges,
-            events=events,
-            now=utc_now(),
+            settings=get_settings(),
+            partition_keys=keys,
             log=context.log.info,
+            warn=context.log.warning,
         )
-    except MixpanelError as exc:  # already redacted; names the variable to fix on 401/403
-        raise _fail(str(exc)) from None
-    if result.rows_rejected:
-        context.log.warning(
-            f"{result.rows_rejected} malformed line(s) quarantined in "
-            f"{settings.bigquery_dataset}.mixpanel_events_rejected: {result.rejected_by_reason}"
-        )
-    rows = sum(result.partition_rows.get(k, 0) for k in keys)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": rows,
-            **result.metadata(),
-            "collected_events": dg.MetadataValue.json(events),
-            "partition_rows": dg.MetadataValue.json(result.partition_rows),
-            "table": f"{settings.bigquery_dataset}.{settings.bigquery_table}",
-        }
-    )
+    return dg.MaterializeResult(metadata=result.metadata())
 
 
 class EventAnomaliesConfig(dg.Config):
@@ -150,47 +129,18 @@ def event_anomalies(
     same data sends nothing new; undelivered alerts stay 'pending' and the next run
     delivers them once, whatever its lookback.  The cooldown state is the table itself.
     """
-    settings = get_settings()
-    try:
-        events_config = events_config_from_settings(settings)
-    except EventsConfigError as exc:
-        raise _fail(str(exc)) from None
-    as_of = parse_as_of(config.as_of)
-    link = warehouse_link(
-        engine=warehouse.engine,
-        project=getattr(warehouse, "project", None),
-        dataset=settings.bigquery_dataset,
-        table=settings.bigquery_table,
-        webserver_url=settings.dagster_webserver_url,
-    )
-    result = detect_and_alert(
-        warehouse=warehouse,
-        slack=slack,
-        config=events_config,
-        dataset=settings.bigquery_dataset,
-        table=settings.bigquery_table,
-        as_of=as_of,
-        lookback_minutes=config.lookback_minutes,
-        cooldown_minutes=config.cooldown_minutes,
-        default_channel=settings.slack_default_channel,
-        link=link,
-        log=context.log.info,
-    )
-    if result.alerts_pending:
-        context.log.warning(
-            f"{result.alerts_pending} alert(s) could not be delivered and stay pending "
-            f"(the next run retries them): {result.delivery_errors[:5]}"
+    with _as_failure():
+        result = store.detect_event_anomalies(
+            warehouse=warehouse,
+            slack=slack,
+            settings=get_settings(),
+            as_of=parse_as_of(config.as_of),
+            lookback_minutes=config.lookback_minutes,
+            cooldown_minutes=config.cooldown_minutes,
+            log=context.log.info,
+            warn=context.log.warning,
         )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": result.table_rows,
-            **result.metadata(),
-            "as_of": as_of.isoformat(),
-            "lookback_minutes": config.lookback_minutes,
-            "cooldown_minutes": config.cooldown_minutes,
-            "table": f"{settings.bigquery_dataset}.event_anomalies",
-        }
-    )
+    return dg.MaterializeResult(metadata=result.metadata())
 
 
 ASSETS = [mixpanel_events, event_anomalies]

@@ -5,13 +5,12 @@ materialized partition and the ``MIXPANEL_LATE_DAYS`` days before it (the window
 15-minute refresh and the late sweep rewrite) — bounded, so they stay cheap on BigQuery.
 """
 
-
 import datetime as dt
 from typing import Optional
 
 import dagster as dg
 
-from analytics_platform.common import utc_now
+from analytics_platform.common import UTC, partition_day, to_int, utc_now
 from analytics_platform.mixpanel.assets import EVENTS_KEY
 from analytics_platform.resources.warehouse import Warehouse
 from analytics_platform.settings import get_settings
@@ -27,7 +26,7 @@ def _latest_partition(instance: dg.DagsterInstance) -> Optional[dt.date]:
     if mat is None or not mat.partition:
         return None
     try:
-        return dt.date.fromisoformat(mat.partition)
+        return partition_day(mat.partition)
     except ValueError:
         return None
 
@@ -77,15 +76,15 @@ def event_timestamp_not_null(context: dg.AssetCheckExecutionContext, warehouse: 
         dataset=s.bigquery_dataset,
         table=s.bigquery_table,
     ).iloc[0]
-    nulls = int(row["null_timestamps"] or 0)
-    null_ids = int(row["null_event_ids"] or 0)
+    nulls = to_int(row["null_timestamps"])
+    null_ids = to_int(row["null_event_ids"])
     return dg.AssetCheckResult(
         passed=nulls == 0 and null_ids == 0,
         metadata={
             "checked_days": f"{first}..{last}",
             "null_event_timestamps": nulls,
             "null_event_ids": null_ids,
-            "rows_checked": int(row["rows_checked"] or 0),
+            "rows_checked": to_int(row["rows_checked"]),
         },
     )
 
@@ -102,9 +101,7 @@ def current_day_fresh(context: dg.AssetCheckExecutionContext, warehouse: Warehou
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=EVENTS_KEY, asset_partitions=[today.isoformat()]), limit=1
     ).records
-    last = (
-        dt.datetime.fromtimestamp(records[0].timestamp, tz=dt.timezone.utc) if records else None
-    )
+    last = dt.datetime.fromtimestamp(records[0].timestamp, tz=UTC) if records else None
     age = (now - last).total_seconds() / 60 if last else None
     metadata = {
         "today": today.isoformat(),
@@ -116,7 +113,7 @@ def current_day_fresh(context: dg.AssetCheckExecutionContext, warehouse: Warehou
         row = warehouse.run_file(
             "mixpanel/check_current_day", {"today": today}, dataset=s.bigquery_dataset, table=s.bigquery_table
         ).iloc[0]
-        metadata["rows_today"] = int(row["rows_today"] or 0)
+        metadata["rows_today"] = to_int(row["rows_today"])
     return dg.AssetCheckResult(
         passed=age is not None and age <= FRESHNESS_MINUTES,
         severity=dg.AssetCheckSeverity.WARN,

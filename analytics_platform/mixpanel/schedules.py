@@ -13,12 +13,12 @@ run that queries the export API) and ``analytics_platform/mixpanel_ingest`` (at 
 ingestion run at a time), ``analytics_platform/mixpanel_detect`` (one detection run).
 """
 
-
 import datetime as dt
 from typing import Optional
 
 import dagster as dg
 
+from analytics_platform.common import UTC, partition_day, utc_now
 from analytics_platform.mixpanel.assets import ANOMALIES_KEY, EVENTS_KEY, EVENTS_PARTITIONS
 from analytics_platform.settings import get_settings
 
@@ -64,10 +64,10 @@ def _busy(context: dg.ScheduleEvaluationContext, tags: dict[str, str]) -> list[s
 
 
 def _tick(context: dg.ScheduleEvaluationContext) -> dt.datetime:
-    tick = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+    tick = context.scheduled_execution_time or utc_now()
     if tick.tzinfo is None:
-        tick = tick.replace(tzinfo=dt.timezone.utc)
-    return tick.astimezone(dt.timezone.utc)
+        tick = tick.replace(tzinfo=UTC)
+    return tick.astimezone(UTC)
 
 
 REFRESH_INTERVAL = dt.timedelta(minutes=15)
@@ -87,7 +87,7 @@ def refresh_request(context: dg.ScheduleEvaluationContext):
     day = tick.date()
     previous = (tick - REFRESH_INTERVAL).date()
     tags = {**INGEST_TAGS, "analytics_platform/trigger": "refresh"}
-    if previous < day and previous >= dt.date.fromisoformat(get_settings().analytics_start_date):
+    if previous < day and previous >= partition_day(get_settings().analytics_start_date):
         return dg.RunRequest(
             run_key=f"refresh-{tick:%Y-%m-%dT%H:%M}",
             tags={**tags, RANGE_START_TAG: previous.isoformat(), RANGE_END_TAG: day.isoformat()},
@@ -103,7 +103,7 @@ def late_sweep_request(context: dg.ScheduleEvaluationContext, late_days: Optiona
     today = _tick(context).date()
     first = today - dt.timedelta(days=days)
     last = today - dt.timedelta(days=1)
-    start = dt.date.fromisoformat(get_settings().analytics_start_date)
+    start = partition_day(get_settings().analytics_start_date)
     first = max(first, start)
     if last < first:
         return dg.SkipReason("no complete day after ANALYTICS_START_DATE to sweep yet")

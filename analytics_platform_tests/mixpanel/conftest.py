@@ -12,12 +12,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from analytics_platform.common import UTC
 from analytics_platform.mixpanel.assets import ANOMALIES_KEY, EVENTS_KEY, event_anomalies, mixpanel_events
 from analytics_platform.mixpanel.checks import ASSET_CHECKS
 from analytics_platform.resources.mixpanel import MixpanelResource
 from analytics_platform.resources.slack import SlackResource
 
-UTC = dt.timezone.utc
 DATASET = "mixpanel_data"
 TABLE = "mixpanel_events"
 

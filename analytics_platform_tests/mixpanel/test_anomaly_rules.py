@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from analytics_platform.mixpanel import anomalies as A
-
-UTC = dt.timezone.utc
+from analytics_platform.common import UTC
+from analytics_platform.mixpanel import rules as A
+from analytics_platform.mixpanel.store import rows_sql
 
 
 def t(text: str) -> dt.datetime:
@@ -82,7 +82,7 @@ def test_alert_message_content_and_block_kit_limits():
         threshold=5,
         samples=samples,
         link="https://example.test/rows",
-        rows_sql=A.rows_sql("mixpanel_data", "mixpanel_events", "impression_error_null_pointer_detected", t("2024-06-05T10:07:00"), t("2024-06-05T10:08:00")),
+        rows_sql=rows_sql("mixpanel_data", "mixpanel_events", "impression_error_null_pointer_detected", t("2024-06-05T10:07:00"), t("2024-06-05T10:08:00")),
     )
     text, blocks = A.build_alert(content)
     assert "12" in text and "5" in text and "10:07–10:08 UTC" in text
@@ -109,10 +109,10 @@ def test_sample_summary_keeps_a_few_properties():
 
 
 def test_links():
-    assert A.warehouse_link(engine="bigquery", project="p1", dataset="d", table="t", webserver_url="http://x").startswith(
+    assert A.warehouse_link(bigquery_project="p1", dataset="d", table="t", webserver_url="http://x").startswith(
         "https://console.cloud.google.com/bigquery?project=p1"
     )
-    assert A.warehouse_link(engine="duckdb", project=None, dataset="d", table="t", webserver_url="http://dag:3000/") == "http://dag:3000/assets/d/t"
+    assert A.warehouse_link(bigquery_project=None, dataset="d", table="t", webserver_url="http://dag:3000/") == "http://dag:3000/assets/d/t"
 
 
 def test_invalid_arguments():
@@ -120,3 +120,14 @@ def test_invalid_arguments():
         A.examined_windows(t("2024-06-05T10:00:00"), 0, 60)
     with pytest.raises(ValueError):
         A.assign_statuses([], {}, -1)
+
+
+def test_alert_query_writes_the_parameters_in_as_literals_once():
+    sql = rows_sql("mixpanel_data", "mixpanel_events", "it's @event_name\n", t("2024-06-05T10:07:00"), t("2024-06-05T10:08:00"))
+    assert sql == (
+        "SELECT * FROM `mixpanel_data.mixpanel_events` WHERE event_date = '2024-06-05' "
+        "AND event_name = 'it\\'s @event_name\\n' "
+        "AND event_timestamp >= '2024-06-05 10:07:00 UTC' AND event_timestamp < '2024-06-05 10:08:00 UTC'"
+    )
+    with pytest.raises(KeyError):
+        A.sql_with_literals("SELECT @missing", {})

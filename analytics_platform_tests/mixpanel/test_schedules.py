@@ -8,9 +8,8 @@ import uuid
 import dagster as dg
 import pytest
 
+from analytics_platform.common import UTC
 from analytics_platform.mixpanel import schedules as S
-
-UTC = dt.timezone.utc
 
 
 def _context(instance, when: dt.datetime) -> dg.ScheduleEvaluationContext:

@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 from analytics_platform.engagement import store
-from analytics_platform.mixpanel.anomalies import rows_sql
 from analytics_platform.mixpanel.events_config import (
     EventsConfig,
     EventsConfigError,
@@ -34,6 +33,7 @@ from analytics_platform.mixpanel.events_config import (
     parse_events_config,
 )
 from analytics_platform.mixpanel.export_parse import REJECT_REASONS, ExportParser
+from analytics_platform.mixpanel.store import rows_sql
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.resources.mixpanel import MixpanelResource
 from analytics_platform.resources.slack import SlackResource

@@ -1,4 +1,5 @@
-"""Event-spike rules and alert messages (pure functions, no Dagster, no I/O).
+"""Event-spike rules and alert messages of the mixpanel domain (pure functions: no
+Dagster, no I/O, no SQL execution; :mod:`store` does the warehouse and Slack work).
 
 Definitions (specs/mixpanel.md), for an event with threshold T and window W minutes:
 
@@ -16,12 +17,13 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 from urllib.parse import quote
 
-UTC = dt.timezone.utc
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+from analytics_platform.common import UTC, from_epoch_micros, strip_sql_comments, to_epoch_micros
+from analytics_platform.mixpanel.events_config import EventConfig, EventsConfig
 
 ALERT = "alert"  # recorded as 'pending' until Slack confirms, then 'sent'
 SUPPRESSED = "suppressed"
@@ -48,16 +50,6 @@ PREFERRED_PROPERTIES = (
 _SKIPPED_PROPERTIES = {"time", "distinct_id"}
 
 
-def _micros(ts: dt.datetime) -> int:
-    ts = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
-    delta = ts - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _from_micros(value: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(microseconds=value)
-
-
 @dataclass(frozen=True)
 class WindowRange:
     """The complete windows a run examines: starts in ``[first_start, end)`` step W."""
@@ -68,7 +60,7 @@ class WindowRange:
 
     @property
     def count(self) -> int:
-        span = _micros(self.end) - _micros(self.first_start)
+        span = to_epoch_micros(self.end) - to_epoch_micros(self.first_start)
         return max(0, span // (self.window_minutes * 60_000_000))
 
     def starts(self) -> list[dt.datetime]:
@@ -79,7 +71,7 @@ class WindowRange:
 def window_start_of(ts: dt.datetime, window_minutes: int) -> dt.datetime:
     """Start of the tumbling W-minute window (epoch-aligned, UTC) that contains ``ts``."""
     w = window_minutes * 60_000_000
-    return _from_micros((_micros(ts) // w) * w)
+    return from_epoch_micros((to_epoch_micros(ts) // w) * w)
 
 
 def examined_windows(as_of: dt.datetime, window_minutes: int, lookback_minutes: int) -> WindowRange:
@@ -89,13 +81,13 @@ def examined_windows(as_of: dt.datetime, window_minutes: int, lookback_minutes: 
     if lookback_minutes < 0:
         raise ValueError("lookback_minutes must not be negative")
     w = window_minutes * 60_000_000
-    now = _micros(as_of)
+    now = to_epoch_micros(as_of)
     last_end = (now // w) * w
     earliest_end = ((now - lookback_minutes * 60_000_000) // w) * w + w
     first_start = earliest_end - w
     if earliest_end > last_end:
         first_start = last_end  # nothing to examine
-    return WindowRange(window_minutes, _from_micros(first_start), _from_micros(last_end))
+    return WindowRange(window_minutes, from_epoch_micros(first_start), from_epoch_micros(last_end))
 
 
 @dataclass(frozen=True)
@@ -135,6 +127,57 @@ def assign_statuses(
                 out[(event, c.window_start)] = ALERT
                 bisect.insort(alerted, c.window_start)
     return out
+
+
+def window_groups(config: EventsConfig) -> dict[tuple[int, int], list[EventConfig]]:
+    """The monitored events grouped by (window minutes, threshold): one count query each."""
+    groups: dict[tuple[int, int], list[EventConfig]] = {}
+    for event in config.monitored:
+        groups.setdefault((event.time_window_minutes, event.alert_threshold), []).append(event)
+    return groups
+
+
+def cooldown_history(rows: Iterable[tuple[str, dt.datetime, str]]) -> tuple[set, dict[str, list[dt.datetime]]]:
+    """From recorded (event_name, window_start, alert_status) rows: the recorded windows
+    (a window is recorded at most once) and, per event, the starts of the alerted ones
+    ('sent' or 'pending': the cooldown state)."""
+    recorded: set[tuple[str, dt.datetime]] = set()
+    alerted: dict[str, list[dt.datetime]] = {}
+    for name, start, status in rows:
+        recorded.add((name, start))
+        if status in (STATUS_SENT, STATUS_PENDING):
+            alerted.setdefault(name, []).append(start)
+    return recorded, alerted
+
+
+def new_anomaly_row(
+    candidate: Candidate,
+    window_minutes: int,
+    event: Optional[EventConfig],
+    status: str,
+    *,
+    default_channel: str,
+    detected_at: dt.datetime,
+    samples: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The ``event_anomalies`` row of a newly found window: 'pending' (to alert, with its
+    samples) or 'suppressed' (cooldown), never delivered yet."""
+    alert = status == ALERT
+    return {
+        "event_name": candidate.event_name,
+        "window_start": candidate.window_start,
+        "window_end": candidate.window_start + dt.timedelta(minutes=window_minutes),
+        "window_minutes": window_minutes,
+        "event_count": candidate.event_count,
+        "threshold": int(event.alert_threshold) if event else None,
+        "channel": (event.alert_channel if event and event.alert_channel else default_channel),
+        "detected_at": detected_at,
+        "alert_status": STATUS_PENDING if alert else STATUS_SUPPRESSED,
+        "alerted_at": None,
+        "sample": json.dumps(list(samples), ensure_ascii=False) if alert else None,
+        "delivery_attempts": 0,
+        "last_error": None,
+    }
 
 
 # --------------------------------------------------------------------------- samples
@@ -198,28 +241,42 @@ def bigquery_string(value: str) -> str:
     )
 
 
-def rows_sql(dataset: str, table: str, event_name: str, start: dt.datetime, end: dt.datetime) -> str:
-    """The query that lists the window's rows in the warehouse (BigQuery dialect)."""
-    name = bigquery_string(event_name)
-    return (
-        f"SELECT * FROM `{dataset}.{table}` WHERE event_date = '{start.astimezone(UTC).date().isoformat()}' "
-        f"AND event_name = '{name}' "
-        f"AND event_timestamp >= '{start.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')} UTC' "
-        f"AND event_timestamp < '{end.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')} UTC'"
-    )
+_PARAMETER = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def bigquery_literal(value: Any) -> str:
+    """``value`` as a BigQuery literal: a string (escaped), a DATE as ``'YYYY-MM-DD'``, a
+    TIMESTAMP as ``'YYYY-MM-DD HH:MM:SS UTC'`` (whole seconds, as windows are) or an integer."""
+    if isinstance(value, dt.datetime):
+        return f"'{value.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')} UTC'"
+    if isinstance(value, dt.date):
+        return f"'{value.isoformat()}'"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        return f"'{bigquery_string(value)}'"
+    raise TypeError(f"no BigQuery literal for {type(value).__name__}")
+
+
+def sql_with_literals(sql: str, params: Mapping[str, Any]) -> str:
+    """A statement for people to read and paste: comments removed, on one line, every
+    ``@parameter`` written in as its literal (:func:`bigquery_literal`), in one pass so a
+    value holding ``@x`` is never substituted again."""
+    one_line = " ".join(strip_sql_comments(sql).split())
+    return _PARAMETER.sub(lambda m: bigquery_literal(params[m.group(1)]), one_line)
 
 
 def warehouse_link(
     *,
-    engine: str,
-    project: Optional[str],
+    bigquery_project: Optional[str],
     dataset: str,
     table: str,
     webserver_url: str,
 ) -> str:
-    """Where the rows can be looked at: the BigQuery console table, else the Dagster asset."""
-    if engine == "bigquery" and project:
-        p = quote(project, safe="")
+    """Where the rows can be looked at: the BigQuery console table when the rows are in
+    ``bigquery_project``, else the table's asset page in the Dagster UI."""
+    if bigquery_project:
+        p = quote(bigquery_project, safe="")
         return (
             f"https://console.cloud.google.com/bigquery?project={p}"
             f"&ws=!1m5!1m4!4m3!1s{p}!2s{quote(dataset, safe='')}!3s{quote(table, safe='')}"
