@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from analytics_platform.cohorts.schedules import daily_run_config
-from analytics_platform.cohorts.temp_users import PRIVACY_EVENT, RESTORE_EVENT, iso_utc
+from analytics_platform.cohorts.rules import PRIVACY_EVENT, RESTORE_EVENT, iso_utc
 from analytics_platform.demo import DemoContext, DemoStep
 
 INSERT_ID_PREFIX = "demo-cohorts-"
