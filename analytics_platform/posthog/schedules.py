@@ -7,7 +7,7 @@ import datetime as dt
 
 import dagster as dg
 
-from analytics_platform.posthog import sessions_sql as logic
+from analytics_platform.posthog import rules as logic
 from analytics_platform.posthog.assets import PERSONS_KEY, SESSIONS_KEY, SESSIONS_PARTITIONS
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"

@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from analytics_platform.posthog import sessions_sql as logic
+from analytics_platform.posthog import rules as logic
 from analytics_platform.posthog.assets import (
     FIREBASE_EVENTS_KEY,
     FIREBASE_USERS_KEY,
