@@ -22,7 +22,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from analytics_platform.posthog import sessions_sql as logic
+from analytics_platform.posthog import rules as logic
+from analytics_platform.posthog.store import build_sessions_merge_sql
 from analytics_platform.demo import posthog_synthetic as synthetic
 from analytics_platform.posthog.tables import (
     EVENTS_TABLE,
@@ -72,7 +73,7 @@ def run_platform(warehouse: DuckDBWarehouse) -> int:
     """Exactly what the asset runs for a one-run full load: one MERGE in the warehouse."""
     plan = logic.plan_carry(warehouse.table_columns(PH, "sessions"))
     warehouse.ensure_table(OUT, "sessions", sessions_schema(plan))
-    sql = logic.build_sessions_merge_sql(plan, posthog_dataset=PH, firebase_dataset=FB, out_dataset=OUT)
+    sql = build_sessions_merge_sql(plan, posthog_dataset=PH, firebase_dataset=FB, out_dataset=OUT)
     params = _window().params(logic.DEFAULT_EVENT_NAMES, dt.datetime.now(dt.timezone.utc))
     return warehouse.execute(sql, params)
 

@@ -145,7 +145,7 @@ def pandas_detection(path: Path, as_of: dt.datetime, lookback_days: int = 2) -> 
 
 
 def _detection(scale: int, workdir: Path, baseline_scale: Optional[int]) -> list[Measurement]:
-    from analytics_platform.cohorts import temp_users as logic
+    from analytics_platform.cohorts import rules as logic
     from analytics_platform.cohorts.store import CohortStore
     from analytics_platform.resources.warehouse import DuckDBWarehouse
 
@@ -202,7 +202,7 @@ def _marking(workdir: Path) -> list[Measurement]:
 
     from analytics_platform.cohorts import tables as T
     from analytics_platform.cohorts.assets import state_loss_temp_user_cohort
-    from analytics_platform.cohorts.temp_users import ENGAGE_BATCH_SIZE, chunked
+    from analytics_platform.cohorts.rules import ENGAGE_BATCH_SIZE, chunked
     from analytics_platform.resources.mixpanel import MixpanelResource
     from analytics_platform.resources.warehouse import DuckDBWarehouse
     from analytics_platform_tests.stubs.mixpanel import MixpanelStub

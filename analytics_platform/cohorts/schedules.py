@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from analytics_platform.cohorts.assets import COHORT_KEY, TEMP_USERS_KEY
-from analytics_platform.cohorts.temp_users import iso_utc
+from analytics_platform.cohorts.rules import iso_utc
 
 TEMP_USERS_OP = "peerplay__state_loss_temp_users"
 

@@ -1,22 +1,30 @@
-"""Warehouse side of the temp users cohort: every statement is a file under
-``sql/cohorts/`` run through the ``Warehouse`` resource (BigQuery in production, DuckDB
-locally).  No Dagster here: the assets call these methods and stay thin.
+"""Warehouse side of the temp users cohort, and the work of each of its assets.
+
+Every statement is a file under ``sql/cohorts/`` run through the ``Warehouse`` resource
+(BigQuery in production, DuckDB locally).  ``CohortStore`` holds the statements and the
+audit log (``audited_run``: the start/end rows around a step, written once);
+``detect_temp_users`` and ``mark_cohort`` do one asset's work each and return a result with
+``.metadata()``, so the assets stay thin.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
 
+import dagster as dg
 import pandas as pd
 
+from analytics_platform.cohorts import rules
 from analytics_platform.cohorts import tables as T
-from analytics_platform.cohorts import temp_users as logic
-from analytics_platform.resources.warehouse import read_sql, render_sql
-from analytics_platform.settings import Settings
+from analytics_platform.common import read_sql, render_sql, to_int, utc_now
+from analytics_platform.settings import Settings, redact
 
 PRUNING_MARK = "-- partition pruning"
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,15 +53,23 @@ class Detection:
         return int(self.candidates["removed_before"].fillna(False).astype(bool).sum()) if self.detected else 0
 
 
-def _int(value: Any) -> int:
-    if value is None or (isinstance(value, float) and value != value):
-        return 0
+@dataclass
+class AuditedStep:
+    """What ``CohortStore.audited_run`` writes when the step ends: on success the
+    ``end_<step>`` row with ``status`` and ``details`` (set by the step's body), on failure
+    the ``end_<step>`` row ``failed`` with ``failure_details`` plus the error."""
+
+    status: str = "success"
+    details: dict[str, Any] = field(default_factory=dict)
+    failure_details: dict[str, Any] = field(default_factory=dict)
+
+
+def error_text(exc: BaseException) -> str:
+    """The error as recorded in the audit log (secrets redacted, at most 1000 characters)."""
     try:
-        if pd.isna(value):
-            return 0
-    except (TypeError, ValueError):
-        pass
-    return int(value)
+        return redact(f"{type(exc).__name__}: {exc}")[:1000]
+    except Exception:  # noqa: BLE001 - an invalid environment must not hide the error
+        return type(exc).__name__
 
 
 class CohortStore:
@@ -97,6 +113,13 @@ class CohortStore:
     def events_table_exists(self) -> bool:
         return bool(self._columns_of_events())
 
+    def require_events_table(self) -> None:
+        if not self.events_table_exists():
+            raise dg.Failure(
+                f"Events table {self.events_dataset}.{self.events_table} does not exist: "
+                "materialize mixpanel_data/mixpanel_events first (or check BIGQUERY_DATASET / BIGQUERY_TABLE)."
+            )
+
     def _columns_of_events(self) -> list[str]:
         if not self._events_columns:
             self._events_columns = self.warehouse.table_columns(self.events_dataset, self.events_table)
@@ -114,7 +137,7 @@ class CohortStore:
         return self.warehouse.query(render_sql(sql, **self._only(*identifiers)), params)
 
     # --------------------------------------------------------------- detection
-    def detect(self, window: logic.DetectionWindow) -> pd.DataFrame:
+    def detect(self, window: rules.DetectionWindow) -> pd.DataFrame:
         """The detection query: one row per temp user whose pair lies in ``window``."""
         return self._events_query(
             "cohorts/detect_temp_users",
@@ -122,7 +145,7 @@ class CohortStore:
             "events_dataset", "events_table", "cohort_dataset", "cohort_table", "removed_table",
         )
 
-    def detect_and_insert(self, window: logic.DetectionWindow, detected_at: dt.datetime) -> Detection:
+    def detect_and_insert(self, window: rules.DetectionWindow, detected_at: dt.datetime) -> Detection:
         """Detect, then insert the temp users not yet in the table (insert-if-absent)."""
         candidates = self.detect(window)
         if candidates.empty:
@@ -151,10 +174,10 @@ class CohortStore:
         df = self.warehouse.run_file("cohorts/cohort_stats", None, **self._only("cohort_dataset", "cohort_table"))
         row = df.iloc[0] if len(df) else {}
         return CohortStats(
-            row_count=_int(row.get("row_count")),
-            unsynced=_int(row.get("unsynced")),
-            duplicate_rows=_int(row.get("duplicate_rows")),
-            empty_ids=_int(row.get("empty_ids")),
+            row_count=to_int(row.get("row_count")),
+            unsynced=to_int(row.get("unsynced")),
+            duplicate_rows=to_int(row.get("duplicate_rows")),
+            empty_ids=to_int(row.get("empty_ids")),
         )
 
     # ----------------------------------------------------------------- marking
@@ -167,7 +190,7 @@ class CohortStore:
     def mark_synced(self, distinct_ids: Sequence[str], synced_at: dt.datetime) -> int:
         """Set ``mixpanel_synced_at`` for ``distinct_ids`` (chunks of SYNC_FLUSH_SIZE ids)."""
         updated = 0
-        for chunk in logic.chunked(list(distinct_ids), logic.SYNC_FLUSH_SIZE):
+        for chunk in rules.chunked(list(distinct_ids), rules.SYNC_FLUSH_SIZE):
             updated += self.warehouse.execute_file(
                 "cohorts/mark_synced",
                 {"synced_at": synced_at, "ids": chunk},
@@ -176,7 +199,7 @@ class CohortStore:
         return updated
 
     # ---------------------------------------------------------- active users
-    def active_yesterday(self, window: logic.ActivityWindow) -> pd.DataFrame:
+    def active_yesterday(self, window: rules.ActivityWindow) -> pd.DataFrame:
         return self._events_query(
             "cohorts/active_yesterday",
             window.params(),
@@ -196,7 +219,7 @@ class CohortStore:
             keep, self.dataset, T.REMOVED_TABLE, T.REMOVED_SCHEMA, mode="insert_missing", key_columns=["distinct_id"]
         )
         deleted = 0
-        for chunk in logic.chunked([str(i) for i in rows["distinct_id"]], logic.SYNC_FLUSH_SIZE):
+        for chunk in rules.chunked([str(i) for i in rows["distinct_id"]], rules.SYNC_FLUSH_SIZE):
             deleted += self.warehouse.execute_file(
                 "cohorts/delete_temp_users", {"ids": chunk}, **self._only("cohort_dataset", "cohort_table")
             )
@@ -213,14 +236,312 @@ class CohortStore:
     ) -> None:
         self.warehouse.execute_file(
             "cohorts/insert_audit_log",
-            logic.audit_params(run_id, step, status, details, logged_at),
+            rules.audit_params(run_id, step, status, details, logged_at),
             **self._only("cohort_dataset", "audit_table"),
         )
+
+    @contextmanager
+    def audited_run(
+        self,
+        run_id: str,
+        step: str,
+        started: dict[str, Any],
+        *,
+        failure_details: Optional[dict[str, Any]] = None,
+        log: Any = None,
+    ) -> Iterator[AuditedStep]:
+        """The audit block around one step: a ``start_<step>`` row (``started``) now; when
+        the body ends, ``end_<step>`` with the body's ``status`` / ``details``; when it (or
+        that end row) raises, ``end_<step>`` ``failed`` with ``failure_details`` (default:
+        ``started``) and the error, then the error is re-raised. A failure to write the
+        failed row is logged, never masks the original error."""
+        self.audit(run_id, f"start_{step}", "started", started)
+        audited = AuditedStep(failure_details=dict(started) if failure_details is None else failure_details)
+        try:
+            yield audited
+            self.audit(run_id, f"end_{step}", audited.status, audited.details)
+        except BaseException as exc:
+            end_step = f"end_{step}"
+            try:
+                self.audit(run_id, end_step, "failed", {**audited.failure_details, "error": error_text(exc)})
+            except Exception as audit_exc:  # noqa: BLE001
+                (log or _LOG).warning(f"Could not write the audit row {end_step}: {error_text(audit_exc)}")
+            raise
 
     def summary_already_sent(self, day: dt.date) -> bool:
         df = self.warehouse.run_file(
             "cohorts/summary_sent",
-            {"process_name": logic.PROCESS_NAME, "step": logic.STEP_SUMMARY, "day": day.isoformat()},
+            {"process_name": rules.PROCESS_NAME, "step": rules.STEP_SUMMARY, "day": day.isoformat()},
             **self._only("cohort_dataset", "audit_table"),
         )
-        return bool(len(df)) and _int(df.iloc[0]["sent"]) > 0
+        return bool(len(df)) and to_int(df.iloc[0]["sent"]) > 0
+
+
+# ---------------------------------------------------------------------------------------
+# peerplay/state_loss_temp_users: detection, active yesterday, removal, daily summary
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DetectionRun:
+    """What one detection run did (materialization and ``active_yesterday`` check metadata)."""
+
+    as_of: dt.datetime
+    window: rules.DetectionWindow
+    table: str
+    detection: Detection
+    stats: CohortStats
+    day: dt.date  # "yesterday" relative to as_of
+    active: list[rules.ActiveUser]
+    removed: int
+    unset_failed: int
+    slack_summary: str
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "detected": self.detection.detected,
+            "inserted": self.detection.inserted,
+            "already_known": self.detection.already_known,
+            "previously_removed": self.detection.previously_removed,
+            "active_yesterday": len(self.active),
+            "removed": self.removed,
+            "unset_failed": self.unset_failed,
+            "unsynced": self.stats.unsynced,
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "dagster/row_count": self.stats.row_count,
+            **self.counts(),
+            "as_of": rules.iso_utc(self.as_of),
+            "window_start": rules.iso_utc(self.window.window_start),
+            "lookback_days": self.window.lookback_days,
+            "table": self.table,
+        }
+
+    # the active_yesterday check (WARN): passes when no active temp user is left
+    @property
+    def active_check_passed(self) -> bool:
+        return len(self.active) - self.removed == 0
+
+    @property
+    def active_check_description(self) -> str:
+        day = self.day.isoformat()
+        if self.active:
+            return f"{len(self.active)} temp user(s) active on {day}; {self.removed} removed"
+        return f"No temp user was active on {day}"
+
+    def active_check_metadata(self) -> dict[str, Any]:
+        sample = [u.distinct_id for u in self.active[: rules.SUMMARY_SAMPLE]]
+        return {
+            "day": self.day.isoformat(),
+            "active_yesterday": len(self.active),
+            "removed": self.removed,
+            "distinct_ids": dg.MetadataValue.json(sample),
+            "more": max(0, len(self.active) - len(sample)),
+            "slack_summary": self.slack_summary,
+        }
+
+
+def detect_temp_users(
+    store: CohortStore,
+    mixpanel: Any,
+    slack: Any,
+    *,
+    run_id: str,
+    as_of: dt.datetime,
+    lookback_days: int,
+    remove_active: bool,
+    log: Any = _LOG,
+) -> DetectionRun:
+    """Detect and insert the temp users of ``[as_of - lookback_days, as_of)``, then the
+    active-yesterday check, the opt-in removal and the once-a-day Slack summary, inside the
+    ``step_1`` audit rows."""
+    try:
+        window = rules.detection_window(as_of, lookback_days)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from None
+    store.ensure_audit_table()
+    started = {
+        "as_of": as_of,
+        "lookback_days": lookback_days,
+        "window_start": window.window_start,
+        "remove_active": remove_active,
+    }
+    with store.audited_run(run_id, rules.STEP_DETECT, started, log=log) as audited:
+        store.require_events_table()
+        store.ensure_tables()
+        detection = store.detect_and_insert(window, detected_at=utc_now())
+        log.info(
+            f"Temp users in [{window.window_start.isoformat()}, {as_of.isoformat()}): "
+            f"{detection.detected} found, {detection.inserted} new"
+        )
+
+        # Active yesterday: the check, the optional removal and the daily summary.
+        activity = rules.yesterday_window(as_of)
+        active_rows = store.active_yesterday(activity)
+        active = rules.active_users_from_rows(active_rows.to_dict("records"))
+        removed, unset_failed = 0, 0
+        if remove_active and active:
+            removed, unset_failed = remove_active_users(store, mixpanel, active_rows, run_id=run_id, log=log)
+        stats = store.stats()
+        summary = send_daily_summary(
+            store,
+            slack,
+            activity.day,
+            active,
+            cohort_size=stats.row_count + removed,
+            removed=removed,
+            remove_active=remove_active,
+            run_id=run_id,
+            log=log,
+        )
+        result = DetectionRun(
+            as_of, window, store.table_name, detection, stats, activity.day, active, removed, unset_failed, summary
+        )
+        audited.details = {**started, **result.counts(), "slack_summary": summary}
+    return result
+
+
+def remove_active_users(
+    store: CohortStore, mixpanel: Any, active_rows: pd.DataFrame, *, run_id: str, log: Any = _LOG
+) -> tuple[int, int]:
+    """Unset the marker of the marked ones, then move everyone whose unset did not fail.
+    Returns (removed, unset failures), inside the ``remove_active`` audit rows."""
+    started = {"users": len(active_rows)}
+    with store.audited_run(run_id, rules.STEP_REMOVE, started, log=log) as audited:
+        synced_mask = active_rows["mixpanel_synced_at"].notna()
+        to_unset = [str(i) for i in active_rows.loc[synced_mask, "distinct_id"]]
+        report = rules.send_in_batches(
+            to_unset,
+            lambda i: mixpanel.unset_update(i, rules.MARKER_PROPERTIES),
+            mixpanel.engage,
+        )
+        failed = set(report.failed_ids)
+        movable = active_rows[~active_rows["distinct_id"].astype(str).isin(failed)]
+        removed = store.remove(movable, run_id, utc_now())
+        if failed:
+            log.warning(
+                f"{len(failed)} active temp user(s) kept in the cohort: Mixpanel $unset failed "
+                f"({'; '.join(report.errors[:3])}); a later run with remove_active retries them"
+            )
+        audited.status = "success" if not failed else "partial"
+        audited.details = {
+            **started,
+            "removed": removed,
+            "unset": len(report.succeeded_ids),
+            "unset_failed": len(failed),
+            "removed_ids": [str(i) for i in movable["distinct_id"]][:100],
+            **{f"unset_{k}": v for k, v in report.as_details().items()},
+        }
+    return removed, len(failed)
+
+
+def send_daily_summary(
+    store: CohortStore,
+    slack: Any,
+    day: dt.date,
+    active: list[rules.ActiveUser],
+    *,
+    cohort_size: int,
+    removed: int,
+    remove_active: bool,
+    run_id: str,
+    log: Any = _LOG,
+) -> str:
+    """Post the active-yesterday summary once per day; returns what happened."""
+    if not active:
+        return "nothing to report"
+    if store.summary_already_sent(day):
+        return "already sent today"
+    text, blocks = rules.summary_message(
+        day, active, cohort_size, table=store.table_name, removed=removed, remove_active=remove_active
+    )
+    delivery = slack.post_message(text, blocks=blocks)
+    details = {"day": day.isoformat(), "active": len(active), "removed": removed, "destination": delivery.destination}
+    if delivery.delivered:
+        store.audit(run_id, rules.STEP_SUMMARY, "sent", details)
+        return f"sent to {delivery.destination}"
+    store.audit(run_id, rules.STEP_SUMMARY, "failed", {**details, "error": delivery.error})
+    log.warning(f"Active-yesterday summary not delivered ({delivery.error}); the next run retries it")
+    return "not delivered"
+
+
+# ---------------------------------------------------------------------------------------
+# mixpanel/state_loss_temp_user_cohort: the marker on the unsynced temp users' profiles
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MarkingRun:
+    """What one marking run did (materialization metadata)."""
+
+    report: rules.SyncReport
+    stats: CohortStats  # after the run
+    destination: str
+    cohort_marker: str
+    marked_at: str  # the state_loss_last_updated value sent
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "dagster/row_count": self.stats.row_count - self.stats.unsynced,  # profiles carrying the marker
+            "users_marked": len(self.report.succeeded_ids),
+            "users_failed": len(self.report.failed_ids),
+            "batches": self.report.batches,
+            "failures": self.report.failed_batches,
+            "requests": self.report.requests,
+            "destination": self.destination,
+            "still_unsynced": self.stats.unsynced,
+            "cohort_marker": self.cohort_marker,
+            "state_loss_last_updated": self.marked_at,
+        }
+
+
+class _SyncRecorder:
+    """Ids of the batches Mixpanel accepted, written back as ``mixpanel_synced_at`` every
+    SYNC_FLUSH_SIZE ids (and by ``flush`` at the end); ``counts["synced"]`` is kept current
+    for the audit row of a failed run."""
+
+    def __init__(self, store: CohortStore, synced_at: dt.datetime, counts: dict[str, Any]) -> None:
+        self.store, self.synced_at, self.counts = store, synced_at, counts
+        self.pending: list[str] = []
+
+    def add(self, batch_ids: list[str]) -> None:
+        self.pending.extend(batch_ids)
+        if len(self.pending) >= rules.SYNC_FLUSH_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.counts["synced"] += self.store.mark_synced(self.pending, self.synced_at)
+            self.pending.clear()
+
+
+def mark_cohort(store: CohortStore, mixpanel: Any, *, cohort_marker: str, run_id: str, log: Any = _LOG) -> MarkingRun:
+    """``$set`` the marker on every unsynced temp user through /engage in batches and record
+    the accepted ones as synced, inside the ``step_2`` audit rows."""
+    store.ensure_audit_table()
+    with store.audited_run(
+        run_id, rules.STEP_MARK, {"engage": mixpanel.engage_mode}, failure_details={"synced": 0}, log=log
+    ) as audited:
+        store.ensure_tables()
+        ids = store.unsynced_ids()
+        marked_at = utc_now().replace(microsecond=0)  # the value sent as state_loss_last_updated
+        props = rules.marker_properties(cohort_marker, marked_at)
+        recorder = _SyncRecorder(store, marked_at, audited.failure_details)
+        try:
+            report = rules.send_in_batches(
+                ids, lambda i: mixpanel.set_update(i, props), mixpanel.engage, on_success=recorder.add
+            )
+        finally:
+            recorder.flush()  # never lose the record of batches Mixpanel accepted
+        if report.failed_batches:
+            log.warning(
+                f"{report.failed_batches} of {report.batches} /engage batch(es) failed; their "
+                f"{len(report.failed_ids)} user(s) stay unsynced for the next run: {'; '.join(report.errors[:3])}"
+            )
+        if report.batches and report.failed_batches == report.batches:
+            raise dg.Failure(
+                f"Every /engage batch failed ({report.batches}); no temp user was marked. "
+                f"First error: {report.errors[0] if report.errors else 'unknown'}"
+            )
+        audited.details = {"unsynced_before": len(ids), "users_marked": len(report.succeeded_ids), **report.as_details()}
+    return MarkingRun(
+        report, store.stats(), mixpanel.engage_mode, cohort_marker, props[rules.LAST_UPDATED_PROPERTY]
+    )

@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 
 from analytics_platform.cohorts.schedules import daily_run_config
-from analytics_platform.cohorts.temp_users import PRIVACY_EVENT, RESTORE_EVENT, iso_utc
+from analytics_platform.common import day_start
+from analytics_platform.cohorts.rules import PRIVACY_EVENT, RESTORE_EVENT, iso_utc
 from analytics_platform.demo import DemoContext, DemoStep
 
 INSERT_ID_PREFIX = "demo-cohorts-"
@@ -58,7 +59,7 @@ def _line(name: str, distinct_id: str, at: dt.datetime, insert_id: str, **props)
 def demo_events(ctx: DemoContext) -> list[dict]:
     """The cohort demo's Mixpanel export records (deterministic for ``ctx``)."""
     rng = ctx.rng("cohorts")
-    day = dt.datetime(ctx.demo_date.year, ctx.demo_date.month, ctx.demo_date.day, tzinfo=dt.timezone.utc)
+    day = day_start(ctx.demo_date)
     events: list[dict] = []
 
     def pair(user: str, at: dt.datetime, gap_s: float, *, privacy_props: dict, restore_props: dict) -> None:

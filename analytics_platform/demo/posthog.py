@@ -20,6 +20,7 @@ import json
 
 import pandas as pd
 
+from analytics_platform.common import UTC
 from analytics_platform.demo import DemoContext, DemoStep
 from analytics_platform.demo import posthog_synthetic as synthetic
 from analytics_platform.posthog.tables import (
@@ -38,7 +39,7 @@ DEMO_USERS = 60
 
 
 def _at(day: dt.date, hh: int, mm: int, ss: int = 0) -> pd.Timestamp:
-    return pd.Timestamp(dt.datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=dt.timezone.utc))
+    return pd.Timestamp(dt.datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=UTC))
 
 
 def _edge_cases(ctx: DemoContext) -> tuple[pd.DataFrame, pd.DataFrame]:

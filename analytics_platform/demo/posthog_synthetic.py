@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-UTC = dt.timezone.utc
+from analytics_platform.common import day_start, to_epoch_micros
 
 EVENT_NAMES = np.array(
     ["$pageview", "$screen", "$autocapture", "scroll", "event_created", "quiz_started", "quiz_completed", "app_opened"]
@@ -33,10 +33,6 @@ class SyntheticData:
     posthog_sessions: pd.DataFrame
     firebase_users: pd.DataFrame
     firebase_events: pd.DataFrame
-
-
-def _micros(day: dt.date) -> int:
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000
 
 
 def _to_ts(us: np.ndarray) -> pd.Series:
@@ -60,7 +56,7 @@ def generate(
     if n_events < n_sessions:
         raise ValueError("need at least one event per session")
     rng = np.random.default_rng(seed)
-    base = _micros(first_day)
+    base = to_epoch_micros(day_start(first_day))
     users = np.char.add("user-", np.char.zfill(np.arange(n_users).astype(str), 6))
 
     # --- sessions -------------------------------------------------------------------------

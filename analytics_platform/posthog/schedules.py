@@ -7,7 +7,8 @@ import datetime as dt
 
 import dagster as dg
 
-from analytics_platform.posthog import sessions_sql as logic
+from analytics_platform.common import UTC
+from analytics_platform.posthog import rules as logic
 from analytics_platform.posthog.assets import PERSONS_KEY, SESSIONS_KEY, SESSIONS_PARTITIONS
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -30,7 +31,7 @@ DAILY_CRON = "30 3 * * *"
 def daily_run_request(scheduled_for: dt.datetime, late_days: int = logic.LATE_DAYS) -> dg.RunRequest | dg.SkipReason:
     """The run for a tick at ``scheduled_for``: the last complete UTC day and ``late_days``
     days before it, clipped to the partitions that exist."""
-    scheduled_for = scheduled_for.astimezone(dt.timezone.utc)
+    scheduled_for = scheduled_for.astimezone(UTC)
     keys = set(SESSIONS_PARTITIONS.get_partition_keys(current_time=scheduled_for))
     last_day = scheduled_for.date() - dt.timedelta(days=1)
     first_partition = dt.date.fromisoformat(SESSIONS_PARTITIONS.start.strftime("%Y-%m-%d"))

@@ -8,7 +8,7 @@ it, and tests that want it create it with DDL.
 
 from __future__ import annotations
 
-from analytics_platform.posthog.sessions_sql import SESSION_COLUMNS, CarryPlan
+from analytics_platform.posthog.rules import SESSION_COLUMNS, CarryPlan
 from analytics_platform.resources.warehouse import Column
 
 SESSIONS_TABLE = "sessions"

@@ -16,7 +16,7 @@ import pytest
 from analytics_platform.cohorts import tables as T
 from analytics_platform.cohorts.assets import COHORT_KEY, TEMP_USERS_KEY, state_loss_temp_user_cohort, state_loss_temp_users
 from analytics_platform.cohorts.checks import ASSET_CHECKS
-from analytics_platform.cohorts.temp_users import PRIVACY_EVENT, RESTORE_EVENT
+from analytics_platform.cohorts.rules import PRIVACY_EVENT, RESTORE_EVENT
 from analytics_platform.resources.mixpanel import MixpanelResource
 from analytics_platform.resources.slack import SlackResource
 from analytics_platform.mixpanel.tables import EVENTS_SCHEMA as MIXPANEL_EVENTS_SCHEMA

@@ -7,7 +7,7 @@ import pytest
 
 from analytics_platform.cohorts import tables as T
 from analytics_platform.cohorts.assets import ACTIVE_CHECK, TEMP_USERS_KEY
-from analytics_platform.cohorts.temp_users import LAST_UPDATED_PROPERTY, MARKER_PROPERTY
+from analytics_platform.cohorts.rules import LAST_UPDATED_PROPERTY, MARKER_PROPERTY
 from analytics_platform.resources.mixpanel import MixpanelResource
 from analytics_platform.resources.slack import SlackResource
 from analytics_platform_tests.cohorts.conftest import (

@@ -3,8 +3,11 @@ failed step recorded as such."""
 
 from __future__ import annotations
 
+import pytest
+
 from analytics_platform.cohorts.assets import TEMP_USERS_KEY
-from analytics_platform.cohorts.temp_users import PROCESS_NAME
+from analytics_platform.cohorts.rules import PROCESS_NAME
+from analytics_platform.cohorts.store import CohortStore
 from analytics_platform_tests.cohorts.conftest import (
     audit_rows,
     materialize,
@@ -63,3 +66,46 @@ def test_invalid_lookback_fails_fast(duckdb_warehouse, local_mixpanel, local_sla
     assert not result.success
     failure = result.failure_data_for_node("peerplay__state_loss_temp_users")
     assert "lookback_days" in str(failure.error)
+
+
+class _AuditOnly(CohortStore):
+    """A CohortStore whose audit rows go to a list (``fail_on``: steps whose write fails)."""
+
+    def __init__(self, fail_on=()):
+        self.rows, self.fail_on = [], set(fail_on)
+
+    def audit(self, run_id, step, status, details=None, logged_at=None):
+        if step in self.fail_on:
+            raise RuntimeError(f"cannot write {step}")
+        self.rows.append((step, status, details))
+
+
+def test_audited_run_writes_start_and_end_rows_once():
+    store = _AuditOnly()
+    with store.audited_run("r", "step_9", {"a": 1}) as audited:
+        audited.status, audited.details = "partial", {"a": 1, "n": 2}
+    assert store.rows == [("start_step_9", "started", {"a": 1}), ("end_step_9", "partial", {"a": 1, "n": 2})]
+
+
+def test_audited_run_records_a_failure_and_reraises_it():
+    store = _AuditOnly()
+    with pytest.raises(ValueError, match="boom"):
+        with store.audited_run("r", "step_9", {"a": 1}, failure_details={"synced": 0}) as audited:
+            audited.failure_details["synced"] = 5
+            raise ValueError("boom")
+    assert store.rows[-1] == ("end_step_9", "failed", {"synced": 5, "error": "ValueError: boom"})
+
+
+def test_audited_run_failure_row_that_cannot_be_written_does_not_mask_the_error():
+    store = _AuditOnly(fail_on={"end_step_9"})
+    warnings = []
+
+    class Log:
+        def warning(self, message):
+            warnings.append(message)
+
+    with pytest.raises(ValueError, match="boom"):
+        with store.audited_run("r", "step_9", {"a": 1}, log=Log()):
+            raise ValueError("boom")
+    assert store.rows == [("start_step_9", "started", {"a": 1})]
+    assert warnings and "end_step_9" in warnings[0]

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from analytics_platform.cohorts import temp_users as logic
+from analytics_platform.cohorts import rules as logic
 
 UTC = dt.timezone.utc
 PLUS2 = dt.timezone(dt.timedelta(hours=2))

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from analytics_platform.cohorts.assets import COHORT_KEY
-from analytics_platform.cohorts.temp_users import LAST_UPDATED_PROPERTY, MARKER_PROPERTY
+from analytics_platform.cohorts.rules import LAST_UPDATED_PROPERTY, MARKER_PROPERTY
 from analytics_platform.resources.mixpanel import MixpanelResource
 from analytics_platform_tests.cohorts.conftest import (
     materialize,

@@ -9,7 +9,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from analytics_platform.posthog import sessions_sql as logic
+from analytics_platform.common import strip_sql_comments
+from analytics_platform.posthog import rules as logic
 from analytics_platform.posthog.assets import (
     FIREBASE_EVENTS_KEY,
     FIREBASE_USERS_KEY,
@@ -19,6 +20,7 @@ from analytics_platform.posthog.assets import (
     SESSIONS_KEY,
 )
 from analytics_platform.posthog.definitions import defs as posthog_defs
+from analytics_platform.posthog.store import build_sessions_merge_sql
 from analytics_platform.resources.warehouse import Column
 from analytics_platform_tests.posthog.data import (
     D,
@@ -96,6 +98,28 @@ def test_plan_carry_is_an_allow_list_with_the_utm_prefix():
     assert "channel_type" in plan.missing
     assert dict(plan.columns)["entry_utm_x"] == "STRING"
     assert not logic.plan_carry([]).export_exists
+
+
+@pytest.mark.parametrize(
+    "export_columns, export_read, filtered",
+    [
+        ([], False, False),
+        (["session_id", "end_timestamp"], False, False),  # nothing to carry: no export read
+        (["session_id", "Start_Timestamp", "is_bounce"], True, True),
+        (["session_id", "end_timestamp", "entry_utm_x"], True, False),
+    ],
+)
+def test_sessions_merge_sql_fragments(export_columns, export_read, filtered):
+    """Every fragment of sessions_merge.sql is filled; the export is read (and pruned to the
+    run's window) only when the export offers it."""
+    plan = logic.plan_carry(export_columns)
+    sql = build_sessions_merge_sql(plan, posthog_dataset="ph", firebase_dataset="fb", out_dataset="out")
+    body = strip_sql_comments(sql)
+    assert "{" not in body and "}" not in body
+    assert ("`ph.sessions`" in body) == export_read
+    assert ("`Start_Timestamp` >= @read_start" in body) == filtered
+    for name, _ in plan.columns:  # every carried column is selected, inserted and valued
+        assert f"AS `{name}`" in body and f", S.`{name}`" in body
 
 
 # --- properties as JSON or as a STRING holding JSON -----------------------------------

@@ -8,9 +8,11 @@
 -- join instead of a nested loop over (new rows x whole table), which is quadratic.
 --
 -- Identifiers: {posthog_dataset}, {firebase_dataset}, {out_dataset} (validated).
--- Fragment markers (comments of the form slash-star-at-name) are replaced by
--- analytics_platform.posthog.sessions_sql with select lists built from validated column
--- names only (never from values).
+-- Fragments (render_sql fragments, filled by analytics_platform.posthog.store.
+-- build_sessions_merge_sql): export_cte = sessions_export_cte.sql, or select_no_export.sql
+-- when the export is absent or carries nothing; carry_select / carry_insert / carry_values =
+-- the carried columns' select, insert and values lists, built from validated column names
+-- only (never from values).
 -- Parameters (all bound):
 --   @first_day, @last_day        DATE       the partitions written (inclusive)
 --   @range_start, @range_end     TIMESTAMP  [first_day 00:00, last_day + 1 day 00:00)
@@ -114,7 +116,7 @@ USING (
   ),
 
   export AS (
-/*@export_cte*/
+{export_cte}
   )
 
   SELECT
@@ -139,7 +141,7 @@ USING (
     u.created_at AS user_created_at,
     u.country,
     @loaded_at AS _loaded_at
-    /*@carry_select*/
+    {carry_select}
   FROM agg a
   LEFT JOIN fb_users u ON u.user_id = a.distinct_id
   LEFT JOIN fb_counts c ON c.session_id = a.session_id
@@ -156,7 +158,7 @@ WHEN NOT MATCHED BY TARGET THEN
     duration_seconds, event_count, pageview_count, screen_count, autocapture_count,
     events_created_count, quiz_started_count, quiz_completed_count, scroll_event_count,
     max_scroll_depth, firebase_event_count, user_created_at, country, _loaded_at
-    /*@carry_insert*/
+    {carry_insert}
   )
   VALUES (
     S.session_id, S.distinct_id, S.firebase_user_id, S.session_date, S.session_start,
@@ -164,5 +166,5 @@ WHEN NOT MATCHED BY TARGET THEN
     S.autocapture_count, S.events_created_count, S.quiz_started_count,
     S.quiz_completed_count, S.scroll_event_count, S.max_scroll_depth,
     S.firebase_event_count, S.user_created_at, S.country, S._loaded_at
-    /*@carry_values*/
+    {carry_values}
   )

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
-UTC = dt.timezone.utc
+from analytics_platform.common import UTC, day_start, utc_now
 
 PROCESS_NAME = "temp_users_cohort"
 PRIVACY_EVENT = "impression_privacy"
@@ -97,7 +97,7 @@ class ActivityWindow:
 def yesterday_window(as_of: dt.datetime) -> ActivityWindow:
     as_of = _utc(as_of)
     day = as_of.date() - dt.timedelta(days=1)
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
+    start = day_start(day)
     return ActivityWindow(day=day, start=start, end=start + dt.timedelta(days=1))
 
 
@@ -222,7 +222,7 @@ def audit_params(
         "run_id": run_id,
         "step": step,
         "status": status,
-        "logged_at": _utc(logged_at or dt.datetime.now(UTC)),
+        "logged_at": _utc(logged_at or utc_now()),
         "details": json.dumps(details or {}, default=_json_default, sort_keys=True),
     }
 

@@ -1,10 +1,14 @@
-"""Pure logic of the PostHog + Firebase session aggregates (no Dagster imports).
+"""Pure rules of the PostHog + Firebase session aggregates (no Dagster, no I/O).
 
+* the output columns of ``posthog_aggregated.sessions``;
 * which optional columns of PostHog's sessions export are carried through
   (an allow-list plus the ``entry_utm_`` prefix; unknown extras are ignored, missing ones
   become NULL);
-* the time windows of a run over the UTC days ``[first_day, last_day]``;
-* the final SQL text of the sessions MERGE (identifiers validated, values bound).
+* the time windows (and bound parameters) of a run over the UTC days
+  ``[first_day, last_day]``, and the days a daily run reloads (late events);
+* the configured behavioural event names.
+
+The SQL text of the sessions MERGE is assembled in :mod:`analytics_platform.posthog.store`.
 """
 
 from __future__ import annotations
@@ -13,9 +17,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from analytics_platform.resources.warehouse import read_sql, render_sql, validate_identifier
-
-UTC = dt.timezone.utc
+from analytics_platform.common import UTC, day_start, to_epoch_micros, validate_identifier
 
 # Output columns of posthog_aggregated.sessions that are always present, in order.
 SESSION_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -166,64 +168,6 @@ def _is_identifier(name: str) -> bool:
     return True
 
 
-def _q(name: str) -> str:
-    return f"`{validate_identifier(name)}`"
-
-
-def _replace(sql: str, marker: str, text: str) -> str:
-    token = f"/*@{marker}*/"
-    if token not in sql:
-        raise ValueError(f"SQL template has no {token} marker")
-    return sql.replace(token, text)
-
-
-def build_sessions_merge_sql(
-    plan: CarryPlan,
-    *,
-    posthog_dataset: str,
-    firebase_dataset: str,
-    out_dataset: str,
-) -> str:
-    """The BigQuery-dialect MERGE that rebuilds the sessions of a day range."""
-    ids = dict(posthog_dataset=posthog_dataset, firebase_dataset=firebase_dataset, out_dataset=out_dataset)
-    sql = render_sql(read_sql("posthog/sessions_merge"), **ids)
-
-    present = {name for name, _, _ in plan.present} if plan.export_exists else set()
-    if plan.export_exists and plan.present:
-        export = render_sql(read_sql("posthog/sessions_export_cte"), **ids)
-        casts = "".join(
-            f"SAFE_CAST({_q(source)} AS {typ}) AS {_q(name)},\n        "
-            for name, typ, source in plan.present
-        )
-        export = _replace(export, "export_casts", casts)
-        export = _replace(
-            export, "export_columns", "".join(f", {_q(name)}" for name, _, _ in plan.present)
-        )
-        order = f"{_q(plan.end_timestamp_name)} DESC" if plan.has_end_timestamp else "session_id"
-        export = _replace(export, "export_order", order)
-        time_filter = ""
-        if plan.has_start_timestamp:
-            # prune the export to the run's window (a session starts within it)
-            col = _q(plan.start_timestamp_name)
-            time_filter = f"AND {col} >= @read_start AND {col} < @read_end"
-        export = _replace(export, "export_filter", time_filter)
-    else:
-        present = set()
-        export = "    SELECT session_id FROM agg WHERE FALSE"
-    sql = _replace(sql, "export_cte", export)
-
-    carry_select = []
-    for name, typ in plan.columns:
-        if name in present:
-            carry_select.append(f", x.{_q(name)} AS {_q(name)}")
-        else:
-            carry_select.append(f", CAST(NULL AS {typ}) AS {_q(name)}")
-    sql = _replace(sql, "carry_select", "\n    ".join(carry_select))
-    sql = _replace(sql, "carry_insert", "".join(f", {_q(n)}" for n, _ in plan.columns))
-    sql = _replace(sql, "carry_values", "".join(f", S.{_q(n)}" for n, _ in plan.columns))
-    return sql
-
-
 @dataclass(frozen=True)
 class RunWindow:
     """Time bounds of one run over the UTC days [first_day, last_day]."""
@@ -240,11 +184,11 @@ class RunWindow:
 
     @property
     def range_start(self) -> dt.datetime:
-        return _midnight(self.first_day)
+        return day_start(self.first_day)
 
     @property
     def range_end(self) -> dt.datetime:
-        return _midnight(self.last_day + dt.timedelta(days=1))
+        return day_start(self.last_day + dt.timedelta(days=1))
 
     @property
     def read_start(self) -> dt.datetime:
@@ -276,23 +220,13 @@ class RunWindow:
             "range_end": self.range_end,
             "read_start": self.read_start,
             "read_end": self.read_end,
-            "fb_start_us": to_micros(self.range_start),
-            "fb_end_us": to_micros(self.read_end),
+            "fb_start_us": to_epoch_micros(self.range_start),
+            "fb_end_us": to_epoch_micros(self.read_end),
             "fb_first_date": fb_first.strftime("%Y%m%d"),
             "fb_last_date": fb_last.strftime("%Y%m%d"),
             "loaded_at": loaded_at.astimezone(UTC),
             **{k: str(event_names[k]) for k in DEFAULT_EVENT_NAMES},
         }
-
-
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
-def to_micros(ts: dt.datetime) -> int:
-    """Microseconds since the Unix epoch (Firebase's event_timestamp unit)."""
-    delta = ts.astimezone(UTC) - dt.datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def validate_event_names(names: Mapping[str, str]) -> dict[str, str]:
