@@ -49,6 +49,7 @@ from analytics_platform.engagement.assets import ASSETS, MILESTONES_KEY, SIGNALS
 from analytics_platform.engagement.rules import MILESTONE_FLAGS, SIGNAL_COUNTS, SIGNAL_FLAGS, as_of_for_day
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.resources.firestore import FirestoreResource
+from analytics_platform.resources.local.firestore_export import LocalFirestore
 from benchmarks.harness import Measurement, measure
 
 NAME = "signals"
@@ -318,7 +319,7 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
         load = os.getloadavg()[0]
 
         postmaster = _postmaster(url)
-        resources = {"app_db": db, "firestore": FirestoreResource(local_export_path=str(workdir / "none.jsonl"))}
+        resources = {"app_db": db, "firestore": LocalFirestore(local_export_path=str(workdir / "none.jsonl"))}
         cpu_before = _db_cpu_seconds(postmaster)
         with measure(NAME, "platform", scale, "users") as m:
             outcome = dg.materialize(

@@ -217,7 +217,7 @@ def _marking(workdir: Path) -> list[Measurement]:
         T.TEMP_USERS_SCHEMA,
     )
     with MixpanelStub() as stub:
-        mixpanel = MixpanelResource(**stub.resource_kwargs(), local_dir=str(workdir / "data"))
+        mixpanel = MixpanelResource(**stub.resource_kwargs())
         with measure("temp_users_marking", "platform", MARK_USERS, "users") as m:
             result = dg.materialize(
                 [state_loss_temp_user_cohort],

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 from analytics_platform.demo import DemoContext, DemoStep
 from analytics_platform.engagement import store
-from analytics_platform.resources.firestore import FirestoreResource, write_local_export
+from analytics_platform.resources.firestore import FirestoreService
+from analytics_platform.resources.local.firestore_export import write_local_export
 
 WEEK = dt.timedelta(days=7)
 HOUR = dt.timedelta(hours=1)
@@ -119,7 +120,7 @@ def demo_user_goals(ctx: DemoContext) -> list[tuple[str, int, int]]:
 
 
 def seed(ctx: DemoContext) -> None:
-    firestore: FirestoreResource = ctx.resources["firestore"]
+    firestore: FirestoreService = ctx.resources["firestore"]
     documents = demo_documents(ctx)
     if firestore.mode == "local_export":
         write_local_export(firestore.local_export_path, documents)  # rewrite: no duplicates

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dagster as dg
 
 from analytics_platform.ops.alerts import RunFailure, format_run_failure, scrub, summarize_error
-from analytics_platform.resources.slack import SlackResource
+from analytics_platform.resources.slack import SlackService
 from analytics_platform.settings import get_settings, redact
 
 
@@ -79,7 +79,7 @@ def will_be_retried(context: dg.RunFailureSensorContext) -> bool:
     description="Posts one Slack message per failed run (job, failed steps, error, run link) "
     "to SLACK_DEFAULT_CHANNEL.",
 )
-def run_failure_slack_alert(context: dg.RunFailureSensorContext, slack: SlackResource) -> None:
+def run_failure_slack_alert(context: dg.RunFailureSensorContext, slack: SlackService) -> None:
     """Post the failure of ``context.dagster_run`` to the Slack default channel, unless
     Dagster will retry the run (then its final attempt is the one reported)."""
     if will_be_retried(context):

@@ -1,10 +1,22 @@
-"""The ONE place that picks resource implementations for ``ANALYTICS_ENV``.
+"""The ONE place that picks resource implementations, explicitly from the settings.
 
-``local`` (default): DuckDB warehouse; every other service is used for real as soon as
-its settings are present, else its local stand-in (embedded PostgreSQL, export files,
-outboxes, local Firestore export).  ``prod``: BigQuery, and every service must be
-configured — a missing variable fails at resource set-up with a message naming it.
-Secrets are passed as ``dg.EnvVar`` so Dagster never shows their values.
+Every external service has a real client and a local stand-in with one interface
+(``resources/<service>.py`` and ``resources/local/``):
+
+=============  ==========================  ==============================================
+key            real (configured / prod)     local stand-in (``ANALYTICS_ENV=local`` only)
+=============  ==========================  ==============================================
+warehouse      BigQueryWarehouse (prod)     DuckDBWarehouse
+app_db         AppDatabase(url)             AppDatabase (embedded PostgreSQL)
+mixpanel       MixpanelResource (HTTP)      LocalMixpanel (export files, /engage outbox)
+slack          SlackResource (bot/webhook)  LocalSlack (log + JSON-lines outbox)
+firestore      FirestoreResource            LocalFirestore (JSON-lines export)
+=============  ==========================  ==============================================
+
+``local`` (default): each service is used for real as soon as its settings are present,
+else its stand-in.  ``prod``: BigQuery and every real client; a missing variable fails at
+resource set-up with a message naming it.  Secrets are passed as ``dg.EnvVar`` so Dagster
+never shows their values.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ from typing import Any, Optional
 
 import dagster as dg
 
-from analytics_platform.settings import Settings, get_settings
+from analytics_platform.settings import MIXPANEL_EXPORT_HOSTS, Settings, get_settings
 
 
 def _secret_value(name: str, value: Optional[str], as_env_var: bool = True) -> Any:
@@ -39,57 +51,111 @@ def build_warehouse(settings: Settings):
     return DuckDBWarehouse(path=str(settings.duckdb_path))
 
 
+def build_mixpanel(s: Settings, secret) -> Any:
+    """Export and /engage are chosen separately:
+
+    * export over HTTP in prod, with any export credential set (a half-set service account
+      then fails at set-up, naming the missing variable), or when ``MIXPANEL_EXPORT_URL``
+      points somewhere that is not one of Mixpanel's hosts (a local export endpoint or a
+      stub: pointing the URL there is itself the setting, so no auth is needed); else the
+      local export files;
+    * /engage over HTTP in prod or with ``MIXPANEL_PROJECT_TOKEN``; else the outbox.
+    """
+    from analytics_platform.resources.local.mixpanel_files import LocalMixpanel
+    from analytics_platform.resources.mixpanel import MixpanelResource, SplitMixpanel
+
+    http_export = (
+        s.is_prod
+        or bool(s.mixpanel_service_account_username or s.mixpanel_service_account_secret)
+        or bool(s.mixpanel_api_secret)
+        or s.mixpanel_export_url not in MIXPANEL_EXPORT_HOSTS.values()
+    )
+    http_engage = s.is_prod or bool(s.mixpanel_project_token)
+    local = LocalMixpanel(local_dir=str(s.data_dir))
+    if not (http_export or http_engage):
+        return local
+    http = MixpanelResource(
+        export_url=s.mixpanel_export_url,
+        api_url=s.mixpanel_api_url,
+        project_id=s.mixpanel_project_id,
+        service_account_username=s.mixpanel_service_account_username,
+        service_account_secret=secret("MIXPANEL_SERVICE_ACCOUNT_SECRET", s.mixpanel_service_account_secret),
+        api_secret=secret("MIXPANEL_API_SECRET", s.mixpanel_api_secret),
+        project_token=secret("MIXPANEL_PROJECT_TOKEN", s.mixpanel_project_token),
+        require_credentials=s.is_prod,
+    )
+    if http_export and http_engage:
+        return http
+    return SplitMixpanel(
+        exports=http if http_export else local,
+        profiles=http if http_engage else local,
+    )
+
+
+def build_slack(s: Settings, secret) -> Any:
+    """The real client in prod or with ``SLACK_BOT_TOKEN`` / ``SLACK_WEBHOOK_URL``; else the outbox."""
+    from analytics_platform.resources.local.slack_outbox import LocalSlack
+    from analytics_platform.resources.slack import SlackResource
+
+    if s.is_prod or s.slack_bot_token or s.slack_webhook_url:
+        return SlackResource(
+            bot_token=secret("SLACK_BOT_TOKEN", s.slack_bot_token),
+            webhook_url=secret("SLACK_WEBHOOK_URL", s.slack_webhook_url),
+            api_url=s.slack_api_url,
+            default_channel=s.slack_default_channel,
+        )
+    return LocalSlack(
+        default_channel=s.slack_default_channel,
+        outbox_path=str(s.outbox_dir / "slack_alerts.jsonl"),
+    )
+
+
+def build_firestore(s: Settings, secret) -> Any:
+    """firebase-admin in prod or with any FIREBASE_* access setting (or the emulator host);
+    else the local JSON-lines export."""
+    from analytics_platform.resources.firestore import FirestoreResource
+    from analytics_platform.resources.local.firestore_export import LocalFirestore
+
+    collections = dict(
+        root_collection=s.firebase_root_collection,
+        events_subcollection=s.firebase_events_subcollection,
+    )
+    if (
+        s.is_prod
+        or s.firestore_emulator_host
+        or s.firebase_credentials_file
+        or s.firebase_service_account_json
+        or s.firebase_project_id
+    ):
+        return FirestoreResource(
+            project_id=s.firebase_project_id,
+            emulator_host=s.firestore_emulator_host,
+            credentials_file=s.firebase_credentials_file,
+            service_account_json=secret("FIREBASE_SERVICE_ACCOUNT_JSON", s.firebase_service_account_json),
+            **collections,
+        )
+    return LocalFirestore(local_export_path=str(s.data_dir / "firestore" / "events.jsonl"), **collections)
+
+
 def build_resources(
     settings: Optional[Settings] = None, secrets_as_env_vars: bool = True
 ) -> dict[str, Any]:
     """Resource instances keyed as the assets expect them (see docs/architecture.md)."""
+    from analytics_platform.resources.app_db import AppDatabase
+
     s = settings or get_settings()
 
-    def _secret(name: str, value: Optional[str]) -> Any:
+    def secret(name: str, value: Optional[str]) -> Any:
         return _secret_value(name, value, secrets_as_env_vars)
-    from analytics_platform.resources.app_db import AppDatabase
-    from analytics_platform.resources.firestore import FirestoreResource
-    from analytics_platform.resources.mixpanel import MixpanelResource
-    from analytics_platform.resources.slack import SlackResource
 
     return {
         "warehouse": build_warehouse(s),
         "app_db": AppDatabase(
-            url=_secret("APP_DATABASE_URL", s.app_database_url),
+            url=secret("APP_DATABASE_URL", s.app_database_url),
             embedded_dir=str(s.data_dir / "postgres"),
             require_url=s.is_prod,
         ),
-        "mixpanel": MixpanelResource(
-            export_url=s.mixpanel_export_url,
-            api_url=s.mixpanel_api_url,
-            project_id=s.mixpanel_project_id,
-            service_account_username=s.mixpanel_service_account_username,
-            service_account_secret=_secret(
-                "MIXPANEL_SERVICE_ACCOUNT_SECRET", s.mixpanel_service_account_secret
-            ),
-            api_secret=_secret("MIXPANEL_API_SECRET", s.mixpanel_api_secret),
-            project_token=_secret("MIXPANEL_PROJECT_TOKEN", s.mixpanel_project_token),
-            local_dir=str(s.data_dir),
-            require_credentials=s.is_prod,
-        ),
-        "slack": SlackResource(
-            bot_token=_secret("SLACK_BOT_TOKEN", s.slack_bot_token),
-            webhook_url=_secret("SLACK_WEBHOOK_URL", s.slack_webhook_url),
-            api_url=s.slack_api_url,
-            default_channel=s.slack_default_channel,
-            outbox_path=str(s.outbox_dir / "slack_alerts.jsonl"),
-            require_configured=s.is_prod,
-        ),
-        "firestore": FirestoreResource(
-            project_id=s.firebase_project_id,
-            emulator_host=s.firestore_emulator_host,
-            credentials_file=s.firebase_credentials_file,
-            service_account_json=_secret(
-                "FIREBASE_SERVICE_ACCOUNT_JSON", s.firebase_service_account_json
-            ),
-            root_collection=s.firebase_root_collection,
-            events_subcollection=s.firebase_events_subcollection,
-            local_export_path=str(s.data_dir / "firestore" / "events.jsonl"),
-            require_configured=s.is_prod,
-        ),
+        "mixpanel": build_mixpanel(s, secret),
+        "slack": build_slack(s, secret),
+        "firestore": build_firestore(s, secret),
     }

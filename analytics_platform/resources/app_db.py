@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import sqlalchemy as sa
 from dagster import ConfigurableResource, get_dagster_logger

@@ -1,22 +1,24 @@
-"""Firestore event documents: firebase-admin (credentials | default) | emulator | local export.
+"""Firestore event documents: the interface of the ``firestore`` resource and the real client.
 
 Layout: ``{root_collection}/{userId}/{events_subcollection}/{eventId}`` (default
 ``app_usage_events/{userId}/events/{eventId}``); the user id is the parent document id.
 
-Which backend is used depends only on the resource's fields (``build_resources`` fills
-them from the settings, the one reader of the environment):
+:class:`FirestoreService` is what assets type against.  Implementations (``build_resources``
+picks one from the settings, the one reader of the environment):
 
-* ``emulator_host`` set -> the Firestore emulator with an anonymous credential (project
-  ``project_id`` or ``demo-analytics-platform``);
-* ``credentials_file`` or ``service_account_json`` set -> firebase-admin with that service
-  account (project from ``project_id``, else from the service account);
-* only ``project_id`` set -> firebase-admin with Application Default Credentials;
-* nothing set -> (``local`` only) the JSON-lines export at ``local_export_path``: one
-  document per line, ``{"path": "app_usage_events/u1/events/e1", "fields": {...}}`` with
-  ``timestamp`` as an ISO-8601 UTC string. ``require_configured`` (prod) turns this case
-  into a set-up failure naming the variables to set.
+* :class:`FirestoreResource` (here), firebase-admin:
+  - ``emulator_host`` set -> the Firestore emulator with an anonymous credential (project
+    ``project_id`` or ``demo-analytics-platform``);
+  - ``credentials_file`` or ``service_account_json`` set -> that service account (project
+    from ``project_id``, else from the service account);
+  - only ``project_id`` set -> Application Default Credentials;
+  - nothing set -> a set-up failure naming the variables to set;
+* :class:`~analytics_platform.resources.local.firestore_export.LocalFirestore`, the local
+  stand-in: the JSON-lines export at ``local_export_path``, one document per line,
+  ``{"path": "app_usage_events/u1/events/e1", "fields": {...}}`` with ``timestamp`` as an
+  ISO-8601 UTC string.
 
-The read API is incremental: :meth:`FirestoreResource.iter_event_pages` runs ONE
+The read API is incremental: :meth:`FirestoreService.iter_event_pages` runs ONE
 collection-group query over every ``events_subcollection`` ordered by
 (``timestamp``, ``__name__``), starting after a persisted :class:`EventCursor`, in pages
 (``limit`` + ``start_after`` the last document of the previous page). Each document is read
@@ -26,7 +28,7 @@ The query filters ``timestamp`` to the timestamp type (a range ``>=``): Firestor
 document whose ordered field is missing out of such a query, and a range filter only
 matches values of its own type, so documents without a valid ``timestamp`` never reach
 the cursor (they would otherwise stall or skip it). They are counted with cheap
-aggregation queries instead (:meth:`FirestoreResource.count_untimed_documents`).
+aggregation queries instead (:meth:`FirestoreService.count_untimed_documents`).
 """
 
 from __future__ import annotations
@@ -41,12 +43,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Optional
 
-from dagster import ConfigurableResource, get_dagster_logger
+from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
+from analytics_platform.common import UTC
 from analytics_platform.settings import SettingsError
 
-UTC = dt.timezone.utc
 EMULATOR_HOST_VAR = "FIRESTORE_EMULATOR_HOST"  # read by google-cloud-firestore's Client()
 DEFAULT_EMULATOR_PROJECT = "demo-analytics-platform"
 # The smallest Firestore timestamp: a range filter from here matches every timestamp value
@@ -71,7 +73,7 @@ class EventCursor:
     path: str  # e.g. "app_usage_events/u1/events/e1"
 
     def key(self) -> tuple:
-        return (_as_utc(self.timestamp), path_key(self.path))
+        return (as_utc(self.timestamp), path_key(self.path))
 
 
 @dataclass
@@ -90,7 +92,7 @@ class UntimedCounts:
     future_dated: int  # timestamp at or after the read's upper bound (read later)
 
 
-def _as_utc(value: dt.datetime) -> dt.datetime:
+def as_utc(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
@@ -98,7 +100,7 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
 
 def _plain_datetime(value: dt.datetime) -> dt.datetime:
     """Firestore's DatetimeWithNanoseconds -> a plain aware UTC datetime."""
-    value = _as_utc(value)
+    value = as_utc(value)
     return dt.datetime(
         value.year, value.month, value.day, value.hour, value.minute, value.second,
         value.microsecond, tzinfo=UTC,
@@ -116,16 +118,16 @@ def parse_iso_timestamp(value: Any) -> Optional[dt.datetime]:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
         return None
-    return _as_utc(parsed)
+    return as_utc(parsed)
 
 
 def iso_timestamp(value: dt.datetime) -> str:
     """Aware datetime -> ISO-8601 UTC with microseconds and ``Z`` (the export format)."""
-    value = _as_utc(value)
+    value = as_utc(value)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond:06d}Z"
 
 
-def _split_path(path: str) -> tuple[str, str]:
+def split_path(path: str) -> tuple[str, str]:
     """(user_id = parent document id, event_id = document id) of an event document path."""
     parts = path.strip("/").split("/")
     event_id = parts[-1] if parts else ""
@@ -133,31 +135,76 @@ def _split_path(path: str) -> tuple[str, str]:
     return user_id, event_id
 
 
-def write_local_export(path: str | Path, documents: Iterable[dict], append: bool = False) -> int:
-    """Write documents in the local export format (for the demo and tests).
+class FirestoreService(ConfigurableResource):
+    """The ``firestore`` resource's interface: event documents in (timestamp, path) order."""
 
-    Each document is ``{"path": ..., "fields": {...}}``; datetime values are written as
-    ISO-8601 UTC strings. Returns the number of lines written.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    root_collection: str = "app_usage_events"
+    events_subcollection: str = "events"
 
-    def encode(value: Any) -> Any:
-        if isinstance(value, dt.datetime):
-            return iso_timestamp(value)
-        raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    # ------------------------------------------------------------------ configuration
+    @property
+    def mode(self) -> FirestoreMode:
+        raise NotImplementedError
 
-    n = 0
-    with target.open("a" if append else "w", encoding="utf-8") as fh:
-        for doc in documents:
-            fh.write(json.dumps({"path": doc["path"], "fields": doc["fields"]}, default=encode))
-            fh.write("\n")
-            n += 1
-    return n
+    def check_configured(self) -> None:
+        """Fail fast (naming the variables) on a missing or unusable configuration."""
+
+    def setup_for_execution(self, context) -> None:
+        self.check_configured()
+
+    def _source_where(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def source_name(self) -> str:
+        """A stable, non-secret name of the event collection group (the cursor's key)."""
+        return f"firestore:{self._source_where()}:{self.root_collection}/*/{self.events_subcollection}"
+
+    def describe(self) -> str:
+        """Where the documents come from, for logs and metadata (never a secret)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ reads
+    def iter_event_pages(
+        self,
+        after: Optional[EventCursor] = None,
+        *,
+        since: Optional[dt.datetime] = None,
+        until: Optional[dt.datetime] = None,
+        page_size: int = 1000,
+        max_documents: Optional[int] = None,
+    ) -> Iterator[EventPage]:
+        """Event documents in (timestamp, path) order, strictly after ``after``, with
+        ``since <= timestamp < until``; in pages of ``page_size``.
+
+        One collection-group query (never one per user); each page starts after the last
+        document of the previous one. Documents are raw: ``{"path", "user_id", "event_id",
+        "fields"}`` with ``fields["timestamp"]`` an aware UTC datetime.
+        """
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        lower = as_utc(since) if since else MIN_TIMESTAMP
+        if after is not None and as_utc(after.timestamp) > lower:
+            lower = as_utc(after.timestamp)
+        upper = as_utc(until) if until else None
+        yield from self._pages(after, lower, upper, page_size, max_documents)
+
+    def _pages(self, after, lower, upper, page_size, max_documents) -> Iterator[EventPage]:
+        raise NotImplementedError
+
+    def count_untimed_documents(self, until: Optional[dt.datetime] = None) -> UntimedCounts:
+        """Count the documents a timestamp-ordered read cannot return."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ writes (demo/tests)
+    def write_documents(self, documents: Iterable[dict]) -> int:
+        """Add ``{"path", "fields"}`` documents. The demo and tests use this; the platform
+        itself never writes to Firestore."""
+        raise NotImplementedError
 
 
-class FirestoreResource(ConfigurableResource):
-    """Event documents from Firestore (or the emulator, or a local JSON-lines export)."""
+class FirestoreResource(FirestoreService):
+    """Event documents from Firestore or its emulator (firebase-admin)."""
 
     project_id: Optional[str] = Field(default=None, description="FIREBASE_PROJECT_ID")
     emulator_host: Optional[str] = Field(default=None, description="FIRESTORE_EMULATOR_HOST (host:port)")
@@ -165,36 +212,23 @@ class FirestoreResource(ConfigurableResource):
     service_account_json: Optional[str] = Field(
         default=None, description="FIREBASE_SERVICE_ACCOUNT_JSON (secret: pass as EnvVar)"
     )
-    root_collection: str = "app_usage_events"
-    events_subcollection: str = "events"
-    local_export_path: str = ".analytics_data/firestore/events.jsonl"
-    require_configured: bool = Field(
-        default=False, description="prod: fail at set-up when Firestore is not configured"
-    )
 
     _client: Any = PrivateAttr(default=None)
 
     # ------------------------------------------------------------------ configuration
     @property
     def mode(self) -> FirestoreMode:
-        if self.emulator_host:
-            return "emulator"
-        if self.credentials_file or self.service_account_json or self.project_id:
-            return "firebase"
-        return "local_export"
+        return "emulator" if self.emulator_host else "firebase"
 
     def check_configured(self) -> None:
-        """Fail fast (naming the variables) on a missing or unusable configuration."""
-        if self.mode == "local_export":
-            if self.require_configured:
-                raise SettingsError(
-                    "ANALYTICS_ENV=prod needs Firestore access: set FIREBASE_PROJECT_ID "
-                    "(Application Default Credentials) and/or FIREBASE_CREDENTIALS_FILE or "
-                    "FIREBASE_SERVICE_ACCOUNT_JSON (or FIRESTORE_EMULATOR_HOST for an emulator)."
-                )
-            return
         if self.mode == "emulator":
             return
+        if not (self.credentials_file or self.service_account_json or self.project_id):
+            raise SettingsError(
+                "ANALYTICS_ENV=prod needs Firestore access: set FIREBASE_PROJECT_ID "
+                "(Application Default Credentials) and/or FIREBASE_CREDENTIALS_FILE or "
+                "FIREBASE_SERVICE_ACCOUNT_JSON (or FIRESTORE_EMULATOR_HOST for an emulator)."
+            )
         if self.credentials_file and not Path(self.credentials_file).is_file():
             raise SettingsError(
                 f"FIREBASE_CREDENTIALS_FILE points at {self.credentials_file!r}, which is not a file."
@@ -208,26 +242,19 @@ class FirestoreResource(ConfigurableResource):
                 # never echo the value: it is a secret
                 raise SettingsError("FIREBASE_SERVICE_ACCOUNT_JSON is not a JSON object (service account key).")
 
-    def setup_for_execution(self, context) -> None:
-        self.check_configured()
+    def _project(self) -> Optional[str]:
+        return self.project_id or (DEFAULT_EMULATOR_PROJECT if self.mode == "emulator" else None)
 
-    @property
-    def source_name(self) -> str:
-        """A stable, non-secret name of the event collection group (the cursor's key)."""
-        project = self.project_id or (DEFAULT_EMULATOR_PROJECT if self.mode == "emulator" else None)
-        where = "local-export" if self.mode == "local_export" else (project or "default-project")
-        return f"firestore:{where}:{self.root_collection}/*/{self.events_subcollection}"
+    def _source_where(self) -> str:
+        return self._project() or "default-project"
 
     def describe(self) -> str:
-        """Where the documents come from, for logs and metadata (never a secret)."""
         if self.mode == "emulator":
-            return f"Firestore emulator {self.emulator_host} (project {self.project_id or DEFAULT_EMULATOR_PROJECT})"
-        if self.mode == "firebase":
-            how = "service account file" if self.credentials_file else (
-                "service account JSON" if self.service_account_json else "application default credentials"
-            )
-            return f"Firestore project {self.project_id or '(from credentials)'} via {how}"
-        return f"local export {self.local_export_path}"
+            return f"Firestore emulator {self.emulator_host} (project {self._project()})"
+        how = "service account file" if self.credentials_file else (
+            "service account JSON" if self.service_account_json else "application default credentials"
+        )
+        return f"Firestore project {self.project_id or '(from credentials)'} via {how}"
 
     # ------------------------------------------------------------------ client
     def _app_name(self) -> str:
@@ -277,8 +304,6 @@ class FirestoreResource(ConfigurableResource):
     def get_client(self):
         """The ``google.cloud.firestore.Client`` of a firebase-admin app named after this
         configuration (so different projects in one process never clash)."""
-        if self.mode == "local_export":
-            raise RuntimeError("Firestore is not configured: reading the local export instead")
         if self._client is not None:
             return self._client
         self.check_configured()
@@ -290,7 +315,7 @@ class FirestoreResource(ConfigurableResource):
             app = firebase_admin.get_app(name)
         except ValueError:
             options = {}
-            project = self.project_id or (DEFAULT_EMULATOR_PROJECT if self.mode == "emulator" else None)
+            project = self._project()
             if project:
                 options["projectId"] = project
             app = firebase_admin.initialize_app(self._credential(), options, name=name)
@@ -302,32 +327,7 @@ class FirestoreResource(ConfigurableResource):
         return client
 
     # ------------------------------------------------------------------ reads
-    def iter_event_pages(
-        self,
-        after: Optional[EventCursor] = None,
-        *,
-        since: Optional[dt.datetime] = None,
-        until: Optional[dt.datetime] = None,
-        page_size: int = 1000,
-        max_documents: Optional[int] = None,
-    ) -> Iterator[EventPage]:
-        """Event documents in (timestamp, path) order, strictly after ``after``, with
-        ``since <= timestamp < until``; in pages of ``page_size``.
-
-        One collection-group query (never one per user); each page starts after the last
-        document of the previous one. Documents are raw: ``{"path", "user_id", "event_id",
-        "fields"}`` with ``fields["timestamp"]`` an aware UTC datetime.
-        """
-        if page_size < 1:
-            raise ValueError("page_size must be at least 1")
-        lower = _as_utc(since) if since else MIN_TIMESTAMP
-        if after is not None and _as_utc(after.timestamp) > lower:
-            lower = _as_utc(after.timestamp)
-        upper = _as_utc(until) if until else None
-        reader = self._local_pages if self.mode == "local_export" else self._firestore_pages
-        yield from reader(after, lower, upper, page_size, max_documents)
-
-    def _firestore_pages(self, after, lower, upper, page_size, max_documents) -> Iterator[EventPage]:
+    def _pages(self, after, lower, upper, page_size, max_documents) -> Iterator[EventPage]:
         from google.api_core import retry as api_retry
         from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -358,7 +358,7 @@ class FirestoreResource(ConfigurableResource):
                 fields = snap.to_dict() or {}
                 fields["timestamp"] = _plain_datetime(fields["timestamp"])
                 path = snap.reference.path
-                user_id, event_id = _split_path(path)
+                user_id, event_id = split_path(path)
                 documents.append({"path": path, "user_id": user_id, "event_id": event_id, "fields": fields})
             last = documents[-1]
             position = EventCursor(last["fields"]["timestamp"], last["path"])
@@ -367,73 +367,11 @@ class FirestoreResource(ConfigurableResource):
             if len(snapshots) < limit:
                 return
 
-    def _local_documents(self) -> tuple[list[dict], int]:
-        """(documents with a valid timestamp, count of lines without one) of the export."""
-        path = Path(self.local_export_path)
-        if not path.exists():
-            get_dagster_logger().warning("Local Firestore export %s does not exist: no documents", path)
-            return [], 0
-        by_path: dict[str, dict] = {}
-        untimed = 0
-        with path.open(encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    get_dagster_logger().warning("%s:%d is not JSON: skipped", path, line_no)
-                    untimed += 1
-                    continue
-                if not isinstance(record, dict) or not isinstance(record.get("path"), str):
-                    untimed += 1
-                    continue
-                fields = record.get("fields")
-                if not isinstance(fields, dict):
-                    fields = {k: v for k, v in record.items() if k != "path"}
-                fields = dict(fields)
-                ts = parse_iso_timestamp(fields.get("timestamp"))
-                if ts is None:  # like Firestore: not returned by a timestamp-ordered query
-                    untimed += 1
-                    continue
-                fields["timestamp"] = ts
-                doc_path = record["path"].strip("/")
-                parts = doc_path.split("/")
-                # a collection-group query on the events sub-collection
-                if len(parts) < 2 or len(parts) % 2 or parts[-2] != self.events_subcollection:
-                    continue
-                user_id, event_id = _split_path(doc_path)
-                # a path is one document: a later line replaces an earlier one
-                by_path[doc_path] = {"path": doc_path, "user_id": user_id, "event_id": event_id, "fields": fields}
-        documents = list(by_path.values())
-        documents.sort(key=lambda d: (d["fields"]["timestamp"], path_key(d["path"])))
-        return documents, untimed
-
-    def _local_pages(self, after, lower, upper, page_size, max_documents) -> Iterator[EventPage]:
-        documents, _ = self._local_documents()
-        selected = [
-            d for d in documents
-            if d["fields"]["timestamp"] >= lower
-            and (upper is None or d["fields"]["timestamp"] < upper)
-            and (after is None or (d["fields"]["timestamp"], path_key(d["path"])) > after.key())
-        ]
-        if max_documents is not None:
-            selected = selected[: max(max_documents, 0)]
-        for start in range(0, len(selected), page_size):
-            chunk = selected[start:start + page_size]
-            last = chunk[-1]
-            yield EventPage(documents=chunk, cursor=EventCursor(last["fields"]["timestamp"], last["path"]))
-
     def count_untimed_documents(self, until: Optional[dt.datetime] = None) -> UntimedCounts:
-        """Count the documents a timestamp-ordered read cannot return (aggregation queries:
-        billed one read per 1,000 index entries, no document is fetched)."""
-        upper = _as_utc(until) if until else None
-        if self.mode == "local_export":
-            documents, untimed = self._local_documents()
-            future = sum(1 for d in documents if upper is not None and d["fields"]["timestamp"] >= upper)
-            return UntimedCounts(without_valid_timestamp=untimed, future_dated=future)
+        """Aggregation queries: billed one read per 1,000 index entries, no document is fetched."""
         from google.cloud.firestore_v1.base_query import FieldFilter
 
+        upper = as_utc(until) if until else None
         group = self.get_client().collection_group(self.events_subcollection)
 
         def count(query) -> int:
@@ -447,10 +385,7 @@ class FirestoreResource(ConfigurableResource):
 
     # ------------------------------------------------------------------ writes (demo/tests)
     def write_documents(self, documents: Iterable[dict]) -> int:
-        """Write ``{"path", "fields"}`` documents (batched). The demo and tests use this;
-        the platform itself never writes to Firestore."""
-        if self.mode == "local_export":
-            return write_local_export(self.local_export_path, documents, append=True)
+        """Batched ``set`` of each document (400 per commit)."""
         client = self.get_client()
         n = 0
         batch = client.batch()

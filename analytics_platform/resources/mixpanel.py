@@ -1,19 +1,18 @@
-"""Mixpanel: Raw Event Export streaming and /engage profile-update batches.
+"""Mixpanel: the interface of the ``mixpanel`` resource and its real HTTP client.
 
-Which path is used (decided per call, from the configured fields only):
+:class:`MixpanelService` is what assets type against: Raw Event Export streamed to a file
+(``export_to_file`` / ``iter_export_lines``) and /engage profile-update batches
+(``engage``, ``set_update``, ``unset_update``).  Implementations:
 
-* **Export** (``GET {export_url}/api/2.0/export``)
-  - service account (``service_account_username`` + ``service_account_secret``, with
-    ``project_id``) or legacy ``api_secret``: HTTP Basic auth;
-  - no credentials and ``export_url`` is *not* one of Mixpanel's hosts (e.g. a local export
-    endpoint or a stub set through ``MIXPANEL_EXPORT_URL``): HTTP **without** auth — pointing
-    the URL somewhere else is itself the setting that says "use this endpoint";
-  - no credentials and Mixpanel's own host: the local export files
-    ``{local_dir}/mixpanel_export/YYYY-MM-DD.jsonl`` (same JSON-lines shape, offline demo).
-* **Engage** (``POST {api_url}/engage?verbose=1``): with ``project_token``, HTTP; without it,
-  the updates are appended to ``{local_dir}/outbox/mixpanel_engage.jsonl`` with the token
-  replaced by ``<MIXPANEL_PROJECT_TOKEN>``.
+* :class:`MixpanelResource` (here): ``GET {export_url}/api/2.0/export`` with HTTP Basic auth
+  (service account ``service_account_username`` + ``service_account_secret`` with
+  ``project_id``, or the legacy ``api_secret``; no credentials = no auth, for a local export
+  endpoint or a stub) and ``POST {api_url}/engage?verbose=1`` with ``project_token``;
+* :class:`~analytics_platform.resources.local.mixpanel_files.LocalMixpanel`: the local
+  stand-in (export files under ``ANALYTICS_DATA_DIR``, /engage to the outbox);
+* :class:`SplitMixpanel`: export from one of them, /engage to the other.
 
+Which one is used is decided in ``analytics_platform.resources.build_resources`` only.
 ``require_credentials=True`` (prod) turns every missing credential into a set-up failure
 that names the variables.  429, 5xx and connection errors (also mid-stream) are retried with
 exponential backoff + full jitter, honouring ``Retry-After``; other 4xx are final.  Every
@@ -40,17 +39,13 @@ from dagster import ConfigurableResource, InitResourceContext, get_dagster_logge
 from pydantic import PrivateAttr
 
 from analytics_platform.resources.retry import is_retryable_status, retry_delay
-from analytics_platform.settings import (
-    MIXPANEL_EXPORT_HOSTS,
-    SettingsError,
-    redact as redact_settings,
-)
+from analytics_platform.settings import SettingsError, redact
 
 EXPORT_PATH = "/api/2.0/export"
 ENGAGE_PATH = "/engage"
 MAX_ENGAGE_BATCH = 2000
 TOKEN_PLACEHOLDER = "<MIXPANEL_PROJECT_TOKEN>"
-_CHUNK = 1 << 20  # 1 MiB: large reads keep the per-chunk overhead negligible
+CHUNK = 1 << 20  # 1 MiB: large reads keep the per-chunk overhead negligible
 
 _SERVICE_ACCOUNT_VARS = "MIXPANEL_SERVICE_ACCOUNT_USERNAME and MIXPANEL_SERVICE_ACCOUNT_SECRET"
 _EXPORT_VARS_HINT = (
@@ -114,7 +109,7 @@ def build_unset_update(
     return update
 
 
-def _day(value: DateLike) -> dt.date:
+def day_of(value: DateLike) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
@@ -122,26 +117,11 @@ def _day(value: DateLike) -> dt.date:
     return dt.date.fromisoformat(str(value))
 
 
-def _days(from_date: dt.date, to_date: dt.date) -> Iterator[dt.date]:
+def days_between(from_date: dt.date, to_date: dt.date) -> Iterator[dt.date]:
     day = from_date
     while day <= to_date:
         yield day
         day += dt.timedelta(days=1)
-
-
-def _keep_local_line(line: bytes, wanted: Optional[frozenset]) -> bool:
-    """Local-file event filter: malformed lines are kept (the loader counts and quarantines them)."""
-    if not line.strip():
-        return False
-    if wanted is None:
-        return True
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return True
-    if not isinstance(record, dict) or not isinstance(record.get("event"), str):
-        return True
-    return record["event"] in wanted
 
 
 # Errors that mean "the connection broke": restart the whole request.
@@ -155,8 +135,93 @@ _STREAM_ERRORS = (
 )
 
 
-class MixpanelResource(ConfigurableResource):
-    """Mixpanel Raw Event Export (streamed to files) and /engage profile updates."""
+class MixpanelService(ConfigurableResource):
+    """The ``mixpanel`` resource's interface (assets type against it): export + /engage."""
+
+    # ------------------------------------------------------------------ set-up
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self.check_configuration()
+
+    def check_configuration(self) -> None:
+        """Fail fast (SettingsError naming the variables) on an unusable configuration."""
+
+    @property
+    def export_mode(self) -> str:
+        """``service_account`` | ``legacy_secret`` | ``anonymous_http`` | ``local_files``."""
+        raise NotImplementedError
+
+    @property
+    def engage_mode(self) -> str:
+        """``http`` | ``outbox``: where profile updates go (recorded in metadata)."""
+        raise NotImplementedError
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests this resource instance has sent (export + engage, retries included)."""
+        return 0
+
+    # ---------------------------------------------------------------- export
+    def export_to_file(
+        self,
+        from_date: DateLike,
+        to_date: DateLike,
+        events: Optional[Sequence[str]] = None,
+        where: Optional[str] = None,
+        *,
+        dest: Union[str, Path],
+    ) -> ExportStats:
+        """Write the raw export of ``[from_date, to_date]`` (UTC, inclusive) into ``dest``
+        (JSON lines; ``events=None`` exports every event).  ``dest`` never holds a
+        partial export: the file is written to ``dest.part`` and renamed when complete."""
+        raise NotImplementedError
+
+    def iter_export_lines(
+        self,
+        from_date: DateLike,
+        to_date: DateLike,
+        events: Optional[Sequence[str]] = None,
+        where: Optional[str] = None,
+    ) -> Iterator[bytes]:
+        """Yield the export's non-empty lines (without newline); goes through a temp file."""
+        with tempfile.TemporaryDirectory(prefix="mixpanel_export_") as tmp:
+            path = Path(tmp) / "export.jsonl"
+            self.export_to_file(from_date, to_date, events, where, dest=path)
+            with open(path, "rb") as handle:
+                for line in handle:
+                    line = line.rstrip(b"\r\n")
+                    if line:
+                        yield line
+
+    # ---------------------------------------------------------------- engage
+    def _update_token(self) -> str:
+        """The ``$token`` of updates built by ``set_update`` / ``unset_update``."""
+        return TOKEN_PLACEHOLDER
+
+    def set_update(self, distinct_id: str, props: dict, *, ignore_time: bool = False) -> dict:
+        """``build_set_update`` with this project's token (or the local placeholder)."""
+        return build_set_update(self._update_token(), distinct_id, props, ignore_time=ignore_time)
+
+    def unset_update(self, distinct_id: str, names: Iterable[str], *, ignore_time: bool = False) -> dict:
+        """``build_unset_update`` with this project's token (or the local placeholder)."""
+        return build_unset_update(self._update_token(), distinct_id, names, ignore_time=ignore_time)
+
+    def engage(self, updates: Sequence[dict]) -> EngageResult:
+        """Send one batch (≤ 2000) of profile updates; a rejected batch returns ``ok=False``."""
+        self.check_configuration()
+        if len(updates) > MAX_ENGAGE_BATCH:
+            raise ValueError(
+                f"/engage accepts at most {MAX_ENGAGE_BATCH} updates per request, got {len(updates)}"
+            )
+        if not updates:
+            return EngageResult(True, 0, 0, self.engage_mode)
+        return self._send_updates(updates)
+
+    def _send_updates(self, updates: Sequence[dict]) -> EngageResult:
+        raise NotImplementedError
+
+
+class MixpanelResource(MixpanelService):
+    """The real Mixpanel: Raw Event Export over HTTP (streamed to files) and /engage."""
 
     export_url: str
     api_url: str
@@ -165,7 +230,6 @@ class MixpanelResource(ConfigurableResource):
     service_account_secret: Optional[str] = None
     api_secret: Optional[str] = None
     project_token: Optional[str] = None
-    local_dir: str = ".analytics_data"
     require_credentials: bool = False
     max_attempts: int = 8
     backoff_initial_seconds: float = 2.0
@@ -178,9 +242,6 @@ class MixpanelResource(ConfigurableResource):
     _lock: Any = PrivateAttr(default=None)
 
     # ------------------------------------------------------------------ set-up
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        self.check_configuration()
-
     def check_configuration(self) -> None:
         """Fail fast (SettingsError naming the variables) on missing or half-set credentials."""
         if self._checked:
@@ -215,19 +276,16 @@ class MixpanelResource(ConfigurableResource):
 
     @property
     def export_mode(self) -> str:
-        """``service_account`` | ``legacy_secret`` | ``anonymous_http`` | ``local_files``."""
+        """``service_account`` | ``legacy_secret`` | ``anonymous_http`` (no credentials)."""
         if self.service_account_username and self.service_account_secret:
             return "service_account"
         if self.api_secret:
             return "legacy_secret"
-        if self.export_url.rstrip("/") not in MIXPANEL_EXPORT_HOSTS.values():
-            return "anonymous_http"
-        return "local_files"
+        return "anonymous_http"
 
     @property
     def engage_mode(self) -> str:
-        """``http`` with a project token, else ``outbox``."""
-        return "http" if self.project_token else "outbox"
+        return "http"
 
     @property
     def export_endpoint(self) -> str:
@@ -239,7 +297,6 @@ class MixpanelResource(ConfigurableResource):
 
     @property
     def requests_made(self) -> int:
-        """HTTP requests this resource instance has sent (export + engage, retries included)."""
         return self._count(0)
 
     # --------------------------------------------------------------- helpers
@@ -265,18 +322,13 @@ class MixpanelResource(ConfigurableResource):
             return (self.api_secret, "")
         return None
 
-    def redact(self, text: str) -> str:
-        """Remove every credential (and its Basic-auth encoding) from ``text``."""
+    def _redact(self, text: str) -> str:
+        """``settings.redact`` with this resource's credentials (and their Basic-auth encoding)."""
         secrets = [self.service_account_secret, self.api_secret, self.project_token]
         auth = self._auth()
         if auth:
             secrets.append(base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
-        for value in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
-            text = text.replace(value, "***")
-        try:
-            return redact_settings(text)
-        except SettingsError:  # an invalid environment must not hide the original error
-            return text
+        return redact(text, also=secrets)
 
     def _auth_hint(self) -> str:
         mode = self.export_mode
@@ -293,13 +345,13 @@ class MixpanelResource(ConfigurableResource):
         """Sleep before retry ``attempt`` (or raise when attempts are exhausted)."""
         if attempt >= self.max_attempts:
             raise MixpanelError(
-                self.redact(f"Mixpanel {what} failed after {attempt} attempts: {reason}")
+                self._redact(f"Mixpanel {what} failed after {attempt} attempts: {reason}")
             )
         delay = retry_delay(
             attempt, self.backoff_initial_seconds, self.backoff_max_seconds, retry_after
         )
         _log.warning(
-            self.redact(
+            self._redact(
                 f"Mixpanel {what}: {reason} (attempt {attempt}/{self.max_attempts}); "
                 f"retrying in {delay:.2f}s"
             )
@@ -316,7 +368,7 @@ class MixpanelResource(ConfigurableResource):
         where: Optional[str] = None,
     ) -> dict[str, str]:
         """Query parameters of ``GET /api/2.0/export`` (no secrets in them)."""
-        start, end = _day(from_date), _day(to_date)
+        start, end = day_of(from_date), day_of(to_date)
         if start > end:
             raise ValueError(f"from_date {start} is after to_date {end}")
         params = {"from_date": start.isoformat(), "to_date": end.isoformat()}
@@ -337,38 +389,12 @@ class MixpanelResource(ConfigurableResource):
         *,
         dest: Union[str, Path],
     ) -> ExportStats:
-        """Stream the raw export of ``[from_date, to_date]`` (UTC, inclusive) into ``dest``.
-
-        Memory stays flat (1 MiB chunks, decompressed on the fly).  The file is written to
-        ``dest.part`` and renamed when complete, so a retried request starts from scratch
-        and ``dest`` never holds a partial export.  ``events=None`` exports every event.
-        """
+        """Stream the raw export into ``dest``: memory stays flat (1 MiB chunks, decompressed
+        on the fly) and a retried request starts the ``.part`` file from scratch."""
         self.check_configuration()
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         params = self.export_params(from_date, to_date, events, where)
-        if self.export_mode == "local_files":
-            return self._export_local(params, events, where, dest)
-        return self._export_http(params, dest)
-
-    def iter_export_lines(
-        self,
-        from_date: DateLike,
-        to_date: DateLike,
-        events: Optional[Sequence[str]] = None,
-        where: Optional[str] = None,
-    ) -> Iterator[bytes]:
-        """Yield the export's non-empty lines (without newline); goes through a temp file."""
-        with tempfile.TemporaryDirectory(prefix="mixpanel_export_") as tmp:
-            path = Path(tmp) / "export.jsonl"
-            self.export_to_file(from_date, to_date, events, where, dest=path)
-            with open(path, "rb") as handle:
-                for line in handle:
-                    line = line.rstrip(b"\r\n")
-                    if line:
-                        yield line
-
-    def _export_http(self, params: dict[str, str], dest: Path) -> ExportStats:
         url = self.export_endpoint
         part = dest.with_name(dest.name + ".part")
         started = time.monotonic()
@@ -416,7 +442,7 @@ class MixpanelResource(ConfigurableResource):
                 detail = _body_excerpt(response)
                 if status in (401, 403):
                     raise MixpanelAuthError(
-                        self.redact(
+                        self._redact(
                             f"Mixpanel export refused the credentials (HTTP {status}): "
                             f"{self._auth_hint()}. Server said: {detail}"
                         )
@@ -426,87 +452,28 @@ class MixpanelResource(ConfigurableResource):
                         "export", attempt, f"HTTP {status}", response.headers.get("Retry-After")
                     )
                     continue
-                raise MixpanelError(self.redact(f"Mixpanel export failed (HTTP {status}): {detail}"))
+                raise MixpanelError(self._redact(f"Mixpanel export failed (HTTP {status}): {detail}"))
         raise AssertionError("unreachable")
 
-    def _export_local(
-        self,
-        params: dict[str, str],
-        events: Optional[Sequence[str]],
-        where: Optional[str],
-        dest: Path,
-    ) -> ExportStats:
-        started = time.monotonic()
-        folder = Path(self.local_dir) / "mixpanel_export"
-        if where:
-            _log.warning("Local Mixpanel export files: the `where` filter is ignored")
-        wanted = frozenset(events) if events else None
-        lines = size = 0
-        part = dest.with_name(dest.name + ".part")
-        with open(part, "wb") as out:
-            for day in _days(_day(params["from_date"]), _day(params["to_date"])):
-                source = folder / f"{day.isoformat()}.jsonl"
-                if not source.exists():
-                    continue
-                with open(source, "rb", buffering=_CHUNK) as handle:
-                    for line in handle:
-                        if not _keep_local_line(line, wanted):
-                            continue
-                        if not line.endswith(b"\n"):
-                            line += b"\n"
-                        out.write(line)
-                        lines += 1
-                        size += len(line)
-        os.replace(part, dest)
-        _log.info(f"Mixpanel export from local files under {folder}: {lines} lines")
-        return ExportStats(dest, lines, size, 0, "local", time.monotonic() - started, 0.0)
-
     # ---------------------------------------------------------------- engage
-    def set_update(self, distinct_id: str, props: dict, *, ignore_time: bool = False) -> dict:
-        """``build_set_update`` with this project's token (or the local placeholder)."""
-        return build_set_update(self.project_token or TOKEN_PLACEHOLDER, distinct_id, props, ignore_time=ignore_time)
+    def _update_token(self) -> str:
+        return self.project_token or TOKEN_PLACEHOLDER
 
-    def unset_update(self, distinct_id: str, names: Iterable[str], *, ignore_time: bool = False) -> dict:
-        """``build_unset_update`` with this project's token (or the local placeholder)."""
-        return build_unset_update(self.project_token or TOKEN_PLACEHOLDER, distinct_id, names, ignore_time=ignore_time)
-
-    def engage(self, updates: Sequence[dict]) -> EngageResult:
-        """Send one batch (≤ 2000) of profile updates; a rejected batch returns ``ok=False``.
-
-        Missing or placeholder ``$token`` values are filled with ``project_token``.
-        """
-        self.check_configuration()
-        if len(updates) > MAX_ENGAGE_BATCH:
-            raise ValueError(
-                f"/engage accepts at most {MAX_ENGAGE_BATCH} updates per request, got {len(updates)}"
-            )
-        if not updates:
-            return EngageResult(True, 0, 0, self.engage_mode)
+    def _send_updates(self, updates: Sequence[dict]) -> EngageResult:
+        """POST the batch; missing or placeholder ``$token`` values get ``project_token``."""
         if not self.project_token:
-            return self._engage_outbox(updates)
+            raise SettingsError("Mixpanel /engage needs MIXPANEL_PROJECT_TOKEN to be set.")
         body = [
             u if u.get("$token") not in (None, "", TOKEN_PLACEHOLDER) else {**u, "$token": self.project_token}
             for u in updates
         ]
-        return self._engage_http(orjson.dumps(body), len(body))
-
-    def _engage_outbox(self, updates: Sequence[dict]) -> EngageResult:
-        path = Path(self.local_dir) / "outbox" / "mixpanel_engage.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = b"".join(
-            orjson.dumps({**u, "$token": TOKEN_PLACEHOLDER}) + b"\n" for u in updates
-        )
-        with open(path, "ab") as handle:  # one write: lines of concurrent runs never interleave
-            handle.write(payload)
-        _log.info(f"MIXPANEL_PROJECT_TOKEN unset: {len(updates)} profile update(s) written to {path}")
-        return EngageResult(True, len(updates), 0, "outbox")
-
-    def _engage_http(self, body: bytes, count: int) -> EngageResult:
+        count = len(body)
         url = self.engage_endpoint
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        data = orjson.dumps(body)
 
         def failed(status: Optional[int], error: str, attempts: int) -> EngageResult:
-            message = self.redact(error)
+            message = self._redact(error)
             _log.warning(f"Mixpanel /engage batch of {count} failed: {message}")
             return EngageResult(False, count, attempts, "http", status, message)
 
@@ -515,7 +482,7 @@ class MixpanelResource(ConfigurableResource):
             retry_after = None
             try:
                 response = self._http().post(
-                    url, params={"verbose": "1"}, data=body, headers=headers, timeout=self._timeout()
+                    url, params={"verbose": "1"}, data=data, headers=headers, timeout=self._timeout()
                 )
             except _STREAM_ERRORS as exc:
                 reason, status = f"connection error {type(exc).__name__}", None
@@ -537,12 +504,44 @@ class MixpanelResource(ConfigurableResource):
         raise AssertionError("unreachable")
 
 
+class SplitMixpanel(MixpanelService):
+    """Export from ``exports``, /engage to ``profiles`` (two configured services), e.g. the
+    real export with credentials but no project token: profile updates go to the outbox."""
+
+    exports: MixpanelService
+    profiles: MixpanelService
+
+    def check_configuration(self) -> None:
+        self.exports.check_configuration()
+        self.profiles.check_configuration()
+
+    @property
+    def export_mode(self) -> str:
+        return self.exports.export_mode
+
+    @property
+    def engage_mode(self) -> str:
+        return self.profiles.engage_mode
+
+    @property
+    def requests_made(self) -> int:
+        return self.exports.requests_made + self.profiles.requests_made
+
+    def export_to_file(self, from_date, to_date, events=None, where=None, *, dest) -> ExportStats:
+        return self.exports.export_to_file(from_date, to_date, events, where, dest=dest)
+
+    def _update_token(self) -> str:
+        return self.profiles._update_token()
+
+    def engage(self, updates: Sequence[dict]) -> EngageResult:
+        return self.profiles.engage(updates)
+
 def _stream_body(response: requests.Response, path: Path) -> tuple[int, int]:
     """Write the (decompressed) body to ``path``; return (lines, bytes).  Flat memory."""
     lines = size = 0
     last = b"\n"
     with open(path, "wb") as out:
-        for chunk in response.iter_content(chunk_size=_CHUNK):
+        for chunk in response.iter_content(chunk_size=CHUNK):
             if not chunk:
                 continue
             out.write(chunk)

@@ -1,10 +1,16 @@
-"""Slack alerts: bot token (``chat.postMessage``, any channel), incoming webhook, or outbox.
+"""Slack alerts: the interface of the ``slack`` resource and the real Slack client.
 
-Choice, in this order: ``bot_token`` -> ``slack_sdk.WebClient`` (``api_url`` overrides the
-base URL, e.g. a stub); ``webhook_url`` -> ``slack_sdk.webhook.WebhookClient`` (the webhook's
-channel is fixed when the webhook is created in Slack: the ``channel`` argument is only
-recorded, never honoured); neither -> the message is logged and appended as one JSON line
-to ``outbox_path`` (``require_configured=True``, i.e. prod, makes that a set-up error).
+:class:`SlackService` is what assets and sensors type against: ``post_message(text,
+blocks=None, channel=None) -> SlackDelivery``; text and blocks are redacted before they
+leave.  Implementations: :class:`SlackResource` (here) and the local stand-in
+:class:`~analytics_platform.resources.local.slack_outbox.LocalSlack` (log + JSON-lines
+outbox); ``build_resources`` picks one.
+
+:class:`SlackResource`: ``bot_token`` -> ``slack_sdk.WebClient`` (``chat.postMessage``, any
+channel; ``api_url`` overrides the base URL, e.g. a stub); else ``webhook_url`` ->
+``slack_sdk.webhook.WebhookClient`` (the webhook's channel is fixed when the webhook is
+created in Slack: the ``channel`` argument is only recorded, never honoured).  Neither set
+is a set-up error naming both variables.
 
 Both clients get slack_sdk's retry handlers: rate limits (429, sleeps ``Retry-After``),
 server errors (500/503) and connection errors, with exponential backoff and jitter.  A
@@ -15,11 +21,9 @@ error or the outbox: slack_sdk's own logging goes through a redacting logger.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
@@ -35,7 +39,7 @@ from slack_sdk.http_retry import (
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from analytics_platform.settings import SettingsError, redact as redact_settings
+from analytics_platform.settings import SettingsError, redact
 
 _log = get_dagster_logger("slack")
 
@@ -61,15 +65,59 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-class SlackResource(ConfigurableResource):
-    """Posts alerts to Slack (bot token or webhook), or to a local JSONL outbox."""
+class SlackService(ConfigurableResource):
+    """The ``slack`` resource's interface: post an alert, never raise for delivery problems."""
+
+    default_channel: str = "#data-alerts"
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self.check_configuration()
+
+    def check_configuration(self) -> None:
+        """Raise SettingsError naming the variable when the configuration cannot work."""
+
+    @property
+    def mode(self) -> str:
+        """``bot`` | ``webhook`` | ``outbox``."""
+        raise NotImplementedError
+
+    def _secrets(self) -> list[Optional[str]]:
+        """This resource's own credentials (redacted with the environment's secrets)."""
+        return []
+
+    def _redact(self, text: str) -> str:
+        return redact(text, also=self._secrets())
+
+    def _clean(self, text: str, blocks: Optional[list]) -> tuple[str, Optional[list]]:
+        """Alerts never carry secrets: redact the text and the blocks before they leave."""
+        text = self._redact(text)
+        if blocks:
+            blocks = json.loads(self._redact(json.dumps(blocks)))
+        return text, blocks
+
+    def post_message(
+        self, text: str, blocks: Optional[list] = None, channel: Optional[str] = None
+    ) -> SlackDelivery:
+        """Post ``text`` (fallback/notification text) and optional Block Kit ``blocks``.
+
+        ``channel`` defaults to ``default_channel`` (a webhook posts to its own channel).
+        Never raises for delivery problems: see ``SlackDelivery.error``.
+        """
+        self.check_configuration()
+        target = channel or self.default_channel
+        text, blocks = self._clean(text, blocks)
+        return self._deliver(target, text, blocks)
+
+    def _deliver(self, channel: str, text: str, blocks: Optional[list]) -> SlackDelivery:
+        raise NotImplementedError
+
+
+class SlackResource(SlackService):
+    """Posts alerts to Slack with a bot token (any channel) or an incoming webhook."""
 
     bot_token: Optional[str] = None
     webhook_url: Optional[str] = None
     api_url: Optional[str] = None
-    default_channel: str = "#data-alerts"
-    outbox_path: str = ".analytics_data/outbox/slack_alerts.jsonl"
-    require_configured: bool = False
     max_retries: int = 3
     backoff_factor: float = 0.5
     timeout_seconds: int = 30
@@ -78,14 +126,10 @@ class SlackResource(ConfigurableResource):
     _checked: bool = PrivateAttr(default=False)
 
     # ------------------------------------------------------------------ set-up
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        self.check_configuration()
-
     def check_configuration(self) -> None:
-        """Raise SettingsError naming the variable when the configuration cannot work."""
         if self._checked:
             return
-        if self.require_configured and not (self.bot_token or self.webhook_url):
+        if not (self.bot_token or self.webhook_url):
             raise SettingsError(
                 "Slack is not configured: set SLACK_BOT_TOKEN (per-channel alerts) or "
                 "SLACK_WEBHOOK_URL (ANALYTICS_ENV=prod never writes alerts to the outbox)."
@@ -100,25 +144,15 @@ class SlackResource(ConfigurableResource):
 
     @property
     def mode(self) -> str:
-        """``bot`` | ``webhook`` | ``outbox``."""
-        if self.bot_token:
-            return "bot"
-        if self.webhook_url:
-            return "webhook"
-        return "outbox"
+        return "bot" if self.bot_token else "webhook"
 
     # --------------------------------------------------------------- helpers
-    def redact(self, text: str) -> str:
-        """Remove the token, the webhook URL (and its secret path) and env secrets."""
+    def _secrets(self) -> list[Optional[str]]:
+        """The token, the webhook URL and its secret path."""
         secrets = [self.bot_token, self.webhook_url]
         if self.webhook_url and "/services/" in self.webhook_url:
             secrets.append(self.webhook_url.split("/services/", 1)[1])
-        for value in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
-            text = text.replace(value, "***")
-        try:
-            return redact_settings(text)
-        except SettingsError:
-            return text
+        return secrets
 
     def _retry_handlers(self) -> list[RetryHandler]:
         backoff = BackoffRetryIntervalCalculator(backoff_factor=self.backoff_factor)
@@ -132,7 +166,7 @@ class SlackResource(ConfigurableResource):
         """A private logger for slack_sdk whose records are redacted before any handler sees them."""
         logger = logging.Logger("analytics_platform.slack_sdk", logging.INFO)  # unregistered: no leak
         logger.parent = logging.getLogger("analytics_platform.slack_sdk")
-        logger.addFilter(_RedactingFilter(self.redact))
+        logger.addFilter(_RedactingFilter(self._redact))
         return logger
 
     def _get_client(self) -> Any:
@@ -154,28 +188,9 @@ class SlackResource(ConfigurableResource):
                 )
         return self._client
 
-    def _clean(self, text: str, blocks: Optional[list]) -> tuple[str, Optional[list]]:
-        """Alerts never carry secrets: redact the text and the blocks before they leave."""
-        text = self.redact(text)
-        if blocks:
-            blocks = json.loads(self.redact(json.dumps(blocks)))
-        return text, blocks
-
     # ------------------------------------------------------------------- post
-    def post_message(
-        self, text: str, blocks: Optional[list] = None, channel: Optional[str] = None
-    ) -> SlackDelivery:
-        """Post ``text`` (fallback/notification text) and optional Block Kit ``blocks``.
-
-        ``channel`` defaults to ``default_channel`` (bot token only; a webhook posts to its
-        own channel).  Never raises for delivery problems: see ``SlackDelivery.error``.
-        """
-        self.check_configuration()
-        target = channel or self.default_channel
-        text, blocks = self._clean(text, blocks)
+    def _deliver(self, target: str, text: str, blocks: Optional[list]) -> SlackDelivery:
         mode = self.mode
-        if mode == "outbox":
-            return self._to_outbox(target, text, blocks)
         try:
             if mode == "bot":
                 response = self._get_client().chat_postMessage(channel=target, text=text, blocks=blocks)
@@ -191,25 +206,7 @@ class SlackResource(ConfigurableResource):
             error = code if status == 200 and code else f"HTTP {status}" + (f": {code}" if code else "")
         except Exception as exc:  # noqa: BLE001 - connection errors after retries, timeouts ...
             error = f"{type(exc).__name__}: {exc}"
-        error = self.redact(error)
+        error = self._redact(error)
         destination = target if mode == "bot" else "webhook"
         _log.warning(f"Slack message to {destination} not delivered: {error}")
         return SlackDelivery(False, destination, error, None)
-
-    def _to_outbox(self, channel: str, text: str, blocks: Optional[list]) -> SlackDelivery:
-        path = Path(self.outbox_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(
-            {
-                "at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "channel": channel,
-                "text": text,
-                "blocks": blocks,
-            },
-            ensure_ascii=False,
-        )
-        with open(path, "a", encoding="utf-8") as handle:  # one write per message
-            handle.write(line + "\n")
-        first_line = text.splitlines()[0] if text else ""
-        _log.info(f"Slack not configured; alert for {channel} written to {path}: {first_line}")
-        return SlackDelivery(True, "outbox", None, None)

@@ -17,8 +17,10 @@ from analytics_platform.cohorts import tables as T
 from analytics_platform.cohorts.assets import COHORT_KEY, TEMP_USERS_KEY, state_loss_temp_user_cohort, state_loss_temp_users
 from analytics_platform.cohorts.checks import ASSET_CHECKS
 from analytics_platform.cohorts.rules import PRIVACY_EVENT, RESTORE_EVENT
-from analytics_platform.resources.mixpanel import MixpanelResource
-from analytics_platform.resources.slack import SlackResource
+from analytics_platform.resources.local.mixpanel_files import LocalMixpanel
+from analytics_platform.resources.local.slack_outbox import LocalSlack
+from analytics_platform.resources.mixpanel import MixpanelService
+from analytics_platform.resources.slack import SlackService
 from analytics_platform.mixpanel.tables import EVENTS_SCHEMA as MIXPANEL_EVENTS_SCHEMA
 
 UTC = dt.timezone.utc
@@ -140,16 +142,14 @@ def _cohort_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def local_mixpanel(tmp_path: Path) -> MixpanelResource:
+def local_mixpanel(tmp_path: Path) -> LocalMixpanel:
     """No project token: /engage updates go to the local outbox."""
-    return MixpanelResource(
-        export_url="https://data.mixpanel.com", api_url="https://api.mixpanel.com", local_dir=str(tmp_path / "data")
-    )
+    return LocalMixpanel(local_dir=str(tmp_path / "data"))
 
 
 @pytest.fixture
-def local_slack(tmp_path: Path) -> SlackResource:
-    return SlackResource(outbox_path=str(tmp_path / "data" / "outbox" / "slack_alerts.jsonl"))
+def local_slack(tmp_path: Path) -> LocalSlack:
+    return LocalSlack(outbox_path=str(tmp_path / "data" / "outbox" / "slack_alerts.jsonl"))
 
 
 def outbox_lines(path: Path) -> list[dict]:
@@ -160,8 +160,8 @@ def outbox_lines(path: Path) -> list[dict]:
 
 def materialize(
     warehouse,
-    mixpanel: MixpanelResource,
-    slack: SlackResource,
+    mixpanel: MixpanelService,
+    slack: SlackService,
     *,
     keys: Iterable[dg.AssetKey] = (TEMP_USERS_KEY, COHORT_KEY),
     as_of: Optional[str] = None,

@@ -30,16 +30,12 @@ AS_OF = "2024-06-06T11:00:00Z"  # yesterday = 2024-06-05 (UTC)
 
 @pytest.fixture
 def stub_mixpanel(mixpanel_stub, tmp_path) -> MixpanelResource:
-    return MixpanelResource(**mixpanel_stub.resource_kwargs(), local_dir=str(tmp_path / "data"))
+    return MixpanelResource(**mixpanel_stub.resource_kwargs())
 
 
 @pytest.fixture
 def stub_slack(slack_stub, tmp_path) -> SlackResource:
-    return SlackResource(
-        **slack_stub.resource_kwargs(),
-        default_channel="#data-alerts",
-        outbox_path=str(tmp_path / "data" / "outbox" / "slack_alerts.jsonl"),
-    )
+    return SlackResource(**slack_stub.resource_kwargs(), default_channel="#data-alerts")
 
 
 def seed_activity(warehouse) -> None:

@@ -24,7 +24,7 @@ MARKER = "state_loss_temp_user_cohort_v1"
 
 @pytest.fixture
 def stub_mixpanel(mixpanel_stub, tmp_path) -> MixpanelResource:
-    return MixpanelResource(**mixpanel_stub.resource_kwargs(), local_dir=str(tmp_path / "data"))
+    return MixpanelResource(**mixpanel_stub.resource_kwargs())
 
 
 def ids(n: int, prefix: str = "tmp") -> list[str]:

@@ -45,7 +45,7 @@ def test_job_selects_both_assets():
 
 
 def test_same_day_rerun_changes_nothing_and_sends_nothing(duckdb_warehouse, mixpanel_stub, slack_stub, tmp_path):
-    mixpanel = MixpanelResource(**mixpanel_stub.resource_kwargs(), local_dir=str(tmp_path / "data"))
+    mixpanel = MixpanelResource(**mixpanel_stub.resource_kwargs())
     slack = SlackResource(**slack_stub.resource_kwargs(), default_channel="#data-alerts")
     seed_events(
         duckdb_warehouse,

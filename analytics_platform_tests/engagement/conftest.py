@@ -16,6 +16,7 @@ from analytics_platform.engagement import store
 from analytics_platform.engagement.assets import ASSETS, MILESTONES_OP, SIGNALS_OP
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.resources.firestore import FirestoreResource
+from analytics_platform.resources.local.firestore_export import LocalFirestore
 
 UTC = dt.timezone.utc
 DAY = "2024-06-05"  # the partition used by most tests
@@ -144,7 +145,7 @@ def materialize(
     resources: dict[str, Any] = {
         "app_db": app_db,
         # not read unless the extraction is selected
-        "firestore": firestore or FirestoreResource(local_export_path="/nonexistent/events.jsonl"),
+        "firestore": firestore or LocalFirestore(local_export_path="/nonexistent/events.jsonl"),
     }
     return dg.materialize(
         assets=ASSETS,

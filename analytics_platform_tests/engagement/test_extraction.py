@@ -193,11 +193,11 @@ def test_overlap_rereads_late_events_without_duplicates(world, fs):
 
 
 def test_local_export_extraction(world, tmp_path):
-    from analytics_platform.resources.firestore import FirestoreResource, write_local_export
+    from analytics_platform.resources.local.firestore_export import LocalFirestore, write_local_export
 
     path = tmp_path / "events.jsonl"
     write_local_export(path, [_doc("u1", "e1", T - HOUR), _doc("u1", "e2", T - 2 * HOUR, fg="x")])
-    fs = FirestoreResource(local_export_path=str(path))
+    fs = LocalFirestore(local_export_path=str(path))
     meta, _ = _extract(world.app_db, fs)
     assert (meta["documents_read"], meta["inserted"], meta["rejected"]) == (2, 1, 1)
     write_local_export(path, [_doc("u2", "e3", T - HOUR / 2)], append=True)

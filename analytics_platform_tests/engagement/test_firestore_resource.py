@@ -9,12 +9,8 @@ import json
 
 import pytest
 
-from analytics_platform.resources.firestore import (
-    EventCursor,
-    FirestoreResource,
-    path_key,
-    write_local_export,
-)
+from analytics_platform.resources.firestore import EventCursor, FirestoreResource, path_key
+from analytics_platform.resources.local.firestore_export import LocalFirestore, write_local_export
 from analytics_platform.settings import SettingsError
 from analytics_platform_tests.engagement.conftest import emulator_resource
 
@@ -119,7 +115,7 @@ def test_local_export_has_the_same_shape(tmp_path):
         fh.write(json.dumps({"path": "app_usage_events/u3/events/bad", "fields": {"timestamp": "yesterday"}}) + "\n")
         fh.write(json.dumps({"path": "app_usage_events/u4/events/flat", "app_id": "a", "timestamp": "2024-06-02T00:00:00Z"}) + "\n")
         fh.write("not json\n")
-    fs = FirestoreResource(local_export_path=str(path))
+    fs = LocalFirestore(local_export_path=str(path))
     assert fs.mode == "local_export"
     pages = list(fs.iter_event_pages(page_size=2))
     paths = _paths(pages)
@@ -135,23 +131,23 @@ def test_local_export_has_the_same_shape(tmp_path):
     assert _paths(fs.iter_event_pages(after=EventCursor(BASE, "app_usage_events/u1/events/e2"))) == paths[3:]
     assert fs.count_untimed_documents().without_valid_timestamp == 2
     # a missing export is "no documents", not an error
-    assert list(FirestoreResource(local_export_path=str(tmp_path / "missing.jsonl")).iter_event_pages()) == []
+    assert list(LocalFirestore(local_export_path=str(tmp_path / "missing.jsonl")).iter_event_pages()) == []
 
 
 def test_modes_and_setup_failures(tmp_path):
-    assert FirestoreResource().mode == "local_export"
+    assert LocalFirestore().mode == "local_export"
     assert FirestoreResource(emulator_host="127.0.0.1:8080").mode == "emulator"
     assert FirestoreResource(project_id="p").mode == "firebase"
     assert FirestoreResource(credentials_file="/x.json").mode == "firebase"
 
     with pytest.raises(SettingsError) as err:
-        FirestoreResource(require_configured=True).check_configured()
+        FirestoreResource().check_configured()  # the real client needs access settings
     for name in ("FIREBASE_PROJECT_ID", "FIREBASE_CREDENTIALS_FILE", "FIREBASE_SERVICE_ACCOUNT_JSON"):
         assert name in str(err.value)
-    FirestoreResource(require_configured=False).check_configured()  # local: the export is fine
+    LocalFirestore().check_configured()  # local: the export is fine
 
     with pytest.raises(SettingsError, match="FIREBASE_CREDENTIALS_FILE"):
-        FirestoreResource(credentials_file=str(tmp_path / "missing.json"), require_configured=True).check_configured()
+        FirestoreResource(credentials_file=str(tmp_path / "missing.json")).check_configured()
 
     secret = '{"type": "service_account", "private_key": "-----BEGIN' + "x" * 20
     with pytest.raises(SettingsError) as err:

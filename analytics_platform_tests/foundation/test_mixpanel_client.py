@@ -13,6 +13,7 @@ import orjson
 import psutil
 import pytest
 
+from analytics_platform.resources.local.mixpanel_files import LocalMixpanel
 from analytics_platform.resources.mixpanel import (
     TOKEN_PLACEHOLDER,
     MixpanelAuthError,
@@ -225,10 +226,28 @@ def test_one_million_lines_stream_with_flat_memory(mixpanel_stub, tmp_path):
 def test_export_without_credentials_to_overridden_url_uses_http_without_auth(tmp_path):
     with MixpanelStub(require_auth=False) as stub:
         stub.add_events(DAY, [_event("a", 1714521600)])
-        mp = MixpanelResource(export_url=stub.url, api_url=stub.url, local_dir=str(tmp_path))
+        mp = MixpanelResource(export_url=stub.url, api_url=stub.url)
         assert mp.export_mode == "anonymous_http"
         stats = mp.export_to_file(DAY, DAY, ["a"], dest=tmp_path / "out.jsonl")
         assert stats.lines == 1 and stub.export_requests[0]["auth"] == "anonymous"
+
+
+def test_export_from_a_stub_without_token_sends_profile_updates_to_the_outbox(tmp_path):
+    """build_resources: HTTP export (the URL is not Mixpanel's) + /engage to the outbox."""
+    from analytics_platform.resources import build_resources
+
+    with MixpanelStub(require_auth=False) as stub:
+        stub.add_events(DAY, [_event("a", 1714521600)])
+        env = {"MIXPANEL_EXPORT_URL": stub.url, "ANALYTICS_DATA_DIR": str(tmp_path)}
+        resource = build_resources(get_settings(env))["mixpanel"]
+        with dg.build_resources({"mixpanel": resource}) as built:
+            mp = built.mixpanel
+            assert (mp.export_mode, mp.engage_mode) == ("anonymous_http", "outbox")
+            assert mp.export_to_file(DAY, DAY, ["a"], dest=tmp_path / "out.jsonl").lines == 1
+            result = mp.engage([mp.set_update("u1", {"m": 1})])
+    assert result.ok and result.destination == "outbox" and stub.engage_requests == []
+    (row,) = [json.loads(line) for line in (tmp_path / "outbox" / "mixpanel_engage.jsonl").read_text().splitlines()]
+    assert row["$token"] == TOKEN_PLACEHOLDER and mp.requests_made == 1
 
 
 # ------------------------------------------------------------------ local fallback
@@ -242,8 +261,7 @@ def test_local_files_fallback_filters_dates_and_events(tmp_path):
         "\n".join([json.dumps(_event("a", 1714521600)), json.dumps(_event("b", 1714521601)), "{broken", ""])
     )
     (folder / "2024-05-02.jsonl").write_text(json.dumps(_event("a", 1714608000)))  # no final newline
-    s = get_settings({})
-    mp = MixpanelResource(export_url=s.mixpanel_export_url, api_url=s.mixpanel_api_url, local_dir=str(tmp_path))
+    mp = LocalMixpanel(local_dir=str(tmp_path))
     assert mp.export_mode == "local_files"
 
     stats = mp.export_to_file(DAY, "2024-05-02", ["a"], dest=tmp_path / "out" / "x.jsonl")
@@ -356,9 +374,7 @@ def test_engage_batch_limit_is_enforced(mixpanel_stub):
 
 
 def test_engage_without_token_writes_the_outbox(tmp_path):
-    mp = MixpanelResource(
-        export_url="https://data.mixpanel.com", api_url="https://api.mixpanel.com", local_dir=str(tmp_path)
-    )
+    mp = LocalMixpanel(local_dir=str(tmp_path))
     result = mp.engage([mp.set_update("u1", {"m": 1}), build_unset_update("secret-token-xyz", "u2", ["m"])])
 
     assert result.ok and result.destination == "outbox" and result.requests == 0

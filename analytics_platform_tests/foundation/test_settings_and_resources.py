@@ -9,6 +9,12 @@ import dagster as dg
 import pytest
 
 from analytics_platform.resources import build_resources
+from analytics_platform.resources.firestore import FirestoreResource
+from analytics_platform.resources.local.firestore_export import LocalFirestore
+from analytics_platform.resources.local.mixpanel_files import LocalMixpanel
+from analytics_platform.resources.local.slack_outbox import LocalSlack
+from analytics_platform.resources.mixpanel import MixpanelResource, MixpanelService, SplitMixpanel
+from analytics_platform.resources.slack import SlackResource
 from analytics_platform.resources.warehouse import BigQueryWarehouse, DuckDBWarehouse
 from analytics_platform.settings import SettingsError, get_settings, redact
 
@@ -82,6 +88,68 @@ def test_secrets_are_env_var_references_not_values():
     assert isinstance(resources["mixpanel"].api_secret, dg.EnvVar)
     assert "s3cr3t" not in repr(get_settings(env))
     assert redact("token xoxb-s3cr3t-1 and sec-s3cr3t-3", get_settings(env)) == "token *** and ***"
+
+
+STUB = "http://127.0.0.1:8123"
+SA = {"MIXPANEL_SERVICE_ACCOUNT_USERNAME": "sa", "MIXPANEL_SERVICE_ACCOUNT_SECRET": "sa-secret", "MIXPANEL_PROJECT_ID": "1"}
+
+
+@pytest.mark.parametrize("env,cls,export_mode,engage_mode", [
+    ({}, LocalMixpanel, "local_files", "outbox"),
+    ({**SA, "MIXPANEL_PROJECT_TOKEN": "tok-1"}, MixpanelResource, "service_account", "http"),
+    ({"MIXPANEL_API_SECRET": "sec-1", "MIXPANEL_PROJECT_TOKEN": "tok-1"}, MixpanelResource, "legacy_secret", "http"),
+    ({"MIXPANEL_EXPORT_URL": STUB, "MIXPANEL_PROJECT_TOKEN": "tok-1"}, MixpanelResource, "anonymous_http", "http"),
+    ({"MIXPANEL_EXPORT_URL": STUB}, SplitMixpanel, "anonymous_http", "outbox"),
+    ({"MIXPANEL_EXPORT_URL": "https://data-eu.mixpanel.com/"}, LocalMixpanel, "local_files", "outbox"),
+    (SA, SplitMixpanel, "service_account", "outbox"),
+    ({"MIXPANEL_PROJECT_TOKEN": "tok-1"}, SplitMixpanel, "local_files", "http"),
+    ({"ANALYTICS_ENV": "prod", **SA, "MIXPANEL_PROJECT_TOKEN": "tok-1"}, MixpanelResource, "service_account", "http"),
+])
+def test_mixpanel_export_and_engage_are_chosen_from_the_settings(env, cls, export_mode, engage_mode):
+    mixpanel = build_resources(get_settings(env))["mixpanel"]
+    assert type(mixpanel) is cls and isinstance(mixpanel, MixpanelService)
+    assert (mixpanel.export_mode, mixpanel.engage_mode) == (export_mode, engage_mode)
+
+
+def test_a_half_set_service_account_is_not_silently_local():
+    env = {"MIXPANEL_SERVICE_ACCOUNT_USERNAME": "sa"}
+    resources = build_resources(get_settings(env))
+    with pytest.raises(Exception) as info:
+        with dg.build_resources({"mixpanel": resources["mixpanel"]}):
+            pass
+    assert "MIXPANEL_SERVICE_ACCOUNT_SECRET" in _messages(info.value)
+
+
+@pytest.mark.parametrize("env,cls,mode", [
+    ({}, LocalSlack, "outbox"),
+    ({"SLACK_BOT_TOKEN": "xoxb-1"}, SlackResource, "bot"),
+    ({"SLACK_WEBHOOK_URL": "https://hooks.example/services/x"}, SlackResource, "webhook"),
+])
+def test_slack_is_chosen_from_the_settings(env, cls, mode):
+    slack = build_resources(get_settings({"ANALYTICS_DATA_DIR": "/d", **env}))["slack"]
+    assert type(slack) is cls and slack.mode == mode and slack.default_channel == "#data-alerts"
+    if cls is LocalSlack:
+        assert slack.outbox_path == "/d/outbox/slack_alerts.jsonl"
+
+
+@pytest.mark.parametrize("env,cls,mode", [
+    ({}, LocalFirestore, "local_export"),
+    ({"FIREBASE_PROJECT_ID": "p"}, FirestoreResource, "firebase"),
+    ({"FIREBASE_CREDENTIALS_FILE": "/k.json"}, FirestoreResource, "firebase"),
+    ({"FIRESTORE_EMULATOR_HOST": "127.0.0.1:8080"}, FirestoreResource, "emulator"),
+])
+def test_firestore_is_chosen_from_the_settings(env, cls, mode):
+    fs = build_resources(get_settings({"ANALYTICS_DATA_DIR": "/d", "FIREBASE_ROOT_COLLECTION": "r", **env}))["firestore"]
+    assert type(fs) is cls and fs.mode == mode and fs.root_collection == "r"
+    if cls is LocalFirestore:
+        assert fs.local_export_path == "/d/firestore/events.jsonl"
+
+
+def test_secrets_as_values_outside_a_run():
+    env = {"SLACK_BOT_TOKEN": "xoxb-s3cr3t-1", "MIXPANEL_PROJECT_TOKEN": "tok-s3cr3t-2", "MIXPANEL_API_SECRET": "sec-3"}
+    resources = build_resources(get_settings(env), secrets_as_env_vars=False)
+    assert resources["slack"].bot_token == "xoxb-s3cr3t-1"
+    assert (resources["mixpanel"].project_token, resources["mixpanel"].api_secret) == ("tok-s3cr3t-2", "sec-3")
 
 
 def _messages(exc: BaseException) -> str:

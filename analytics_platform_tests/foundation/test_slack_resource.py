@@ -9,6 +9,7 @@ import time
 import dagster as dg
 import pytest
 
+from analytics_platform.resources.local.slack_outbox import LocalSlack
 from analytics_platform.resources.slack import SlackResource
 from analytics_platform.settings import SettingsError
 
@@ -111,7 +112,7 @@ def test_unreachable_server_is_reported_not_raised(slack_stub, caplog, mode):
 
 def test_outbox_when_unconfigured(tmp_path, caplog):
     outbox = tmp_path / "outbox" / "slack_alerts.jsonl"
-    slack = SlackResource(outbox_path=str(outbox))
+    slack = LocalSlack(outbox_path=str(outbox))
 
     with caplog.at_level(logging.INFO):
         first = slack.post_message("first alert\nwith details", blocks=BLOCKS, channel="#alerts-errors")
@@ -137,9 +138,9 @@ def test_secrets_from_the_environment_never_leave(slack_stub, monkeypatch):
     assert "mp-secret-should-not-leak" not in json.dumps(message)
 
 
-def test_prod_requires_a_token_or_webhook():
+def test_the_real_client_requires_a_token_or_webhook():
     with pytest.raises(Exception) as raised:
-        with dg.build_resources({"slack": SlackResource(require_configured=True)}):
+        with dg.build_resources({"slack": SlackResource()}):
             pass
     text = str(raised.value) + str(raised.value.__cause__)
     assert "SLACK_BOT_TOKEN" in text and "SLACK_WEBHOOK_URL" in text

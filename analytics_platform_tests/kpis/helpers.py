@@ -8,16 +8,17 @@ import dagster as dg
 
 from analytics_platform.kpis.assets import SOURCE_SPECS, WEEKLY_KPI_KEY, run_config, weekly_kpi
 from analytics_platform.kpis.checks import ASSET_CHECKS
-from analytics_platform.resources.slack import SlackResource
+from analytics_platform.resources.local.slack_outbox import LocalSlack
+from analytics_platform.resources.slack import SlackService
 
 
-def slack_outbox(tmp_path) -> SlackResource:
-    return SlackResource(outbox_path=str(tmp_path / "outbox" / "slack.jsonl"))
+def slack_outbox(tmp_path) -> LocalSlack:
+    return LocalSlack(outbox_path=str(tmp_path / "outbox" / "slack.jsonl"))
 
 
 def materialize(
     app_db,
-    slack: SlackResource,
+    slack: SlackService,
     instance: Optional[dg.DagsterInstance] = None,
     raise_on_error: bool = True,
     **config: Any,
