@@ -701,4 +701,49 @@ class BigQueryGate:
         self.service.analyze(sql, options, self._catalog_id(tables))
 
     def check(self, statement: GateStatement) -> None:
+        """ZetaSQL's analysis plus BigQuery's table rules ZetaSQL leaves to the engine."""
         self.analyze(statement.sql, statement.params, statement.tables)
+        problems = bigquery_table_rules(statement.sql)
+        if problems:
+            from analytics_platform_tests.zetasql_service import ZetaSQLError
+
+            raise ZetaSQLError("; ".join(problems))
+
+
+_CREATE = re.compile(r"^\s*CREATE (?:OR REPLACE )?TABLE (?:IF NOT EXISTS )?\S+ \((?P<cols>.*?)\)"
+                     r"(?: PARTITION BY (?P<part>.+?))?(?: CLUSTER BY (?P<cluster>.+?))?(?: OPTIONS.*)?\s*$", re.S)
+_CLUSTER_TYPES = {"STRING", "INT64", "DATE", "TIMESTAMP", "DATETIME", "BOOL", "NUMERIC", "BIGNUMERIC", "GEOGRAPHY"}
+
+
+def bigquery_table_rules(sql: str) -> list[str]:
+    """BigQuery's rules on ``CREATE TABLE (...) PARTITION BY / CLUSTER BY`` that ZetaSQL
+    does not check: the partition expression is a DATE / TIMESTAMP / DATETIME column,
+    ``DATE(timestamp)`` or a ``{DATE,TIMESTAMP,DATETIME}_TRUNC`` of a column of that type;
+    at most four clustering columns, of a clusterable type."""
+    m = _CREATE.match(sql)
+    if not m:
+        return []
+    types = {name: typ for name, typ in re.findall(r"`?(\w+)`?\s+([A-Z0-9]+)", m.group("cols"))}
+    problems = []
+    part = (m.group("part") or "").strip()
+    if part:
+        col = re.fullmatch(r"`?(\w+)`?", part)
+        date_of = re.fullmatch(r"DATE\(\s*`?(\w+)`?\s*\)", part, re.I)
+        trunc = re.fullmatch(r"(DATE|TIMESTAMP|DATETIME)_TRUNC\(\s*`?(\w+)`?\s*,\s*(\w+)\s*\)", part, re.I)
+        if col:
+            ok = types.get(col.group(1)) in ("DATE", "TIMESTAMP", "DATETIME")
+        elif date_of:
+            ok = types.get(date_of.group(1)) in ("TIMESTAMP", "DATETIME")
+        elif trunc:
+            ok = types.get(trunc.group(2)) == trunc.group(1).upper()
+        else:
+            ok = False
+        if not ok:
+            problems.append(f"PARTITION BY {part}: not a BigQuery time-unit partitioning of a DATE/TIMESTAMP column")
+    cluster = [c.strip().strip("`") for c in (m.group("cluster") or "").split(",") if c.strip()]
+    if len(cluster) > 4:
+        problems.append(f"CLUSTER BY {cluster}: BigQuery allows at most 4 clustering columns")
+    for c in cluster:
+        if types.get(c) not in _CLUSTER_TYPES:
+            problems.append(f"CLUSTER BY {c}: type {types.get(c)} cannot be clustered on BigQuery")
+    return problems

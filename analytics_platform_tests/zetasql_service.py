@@ -47,12 +47,35 @@ def _compiled_module(engine, wasm_path: Path):
             digest.update(block)
     versions = f"zetasql{metadata.version('zetasql')}-wasmtime{metadata.version('wasmtime')}"
     cache = _cache_dir() / f"{versions}-{digest.hexdigest()[:16]}.cwasm"
-    if cache.exists():
-        try:
-            return Module.deserialize_file(engine, str(cache))
-        except (WasmtimeError, OSError):  # another wasmtime build / CPU: recompile
-            pass
-    module = Module.from_file(engine, str(wasm_path))
+    with _file_lock(cache.with_suffix(".lock")):  # parallel workers compile once
+        if cache.exists():
+            try:
+                return Module.deserialize_file(engine, str(cache))
+            except (WasmtimeError, OSError):  # another wasmtime build / CPU: recompile
+                pass
+        module = Module.from_file(engine, str(wasm_path))
+        _write_cache(cache, module)
+    return module
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
+    except (ImportError, OSError):  # no fcntl / read-only cache: compile unlocked
+        yield
+        return
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+    finally:
+        fh.close()
+
+
+def _write_cache(cache: Path, module) -> None:
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
@@ -61,7 +84,6 @@ def _compiled_module(engine, wasm_path: Path):
         os.replace(tmp, cache)  # atomic: concurrent test workers never read half a file
     except OSError:
         pass  # a read-only home: no cache, still correct
-    return module
 
 
 def _wasm_client():
