@@ -44,6 +44,7 @@ when the warehouse's load / DDL builders move, only that section changes.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -89,6 +90,7 @@ def schema_of(columns: Sequence[Any]) -> Schema:
 # =========================================================================================
 # Adapter: the only place that reaches into resources/warehouse.py's internals.
 # =========================================================================================
+@functools.lru_cache(maxsize=None)
 def _warehouse_adapter():
     """``(bigquery_param, RecordingBigQueryWarehouse)``:
 
@@ -298,6 +300,31 @@ def _code_params() -> dict[str, dict[str, Any]]:
     }
 
 
+def call_site_params() -> dict[str, list[tuple[str, set[str]]]]:
+    """``{sql file: [(where, parameter names), ...]}`` of every call in the package that
+    names a warehouse SQL file and passes its parameters as a dict literal
+    (``warehouse.run_file("mixpanel/partition_counts", {"from_date": ..., ...}, ...)``)."""
+    import ast
+
+    from analytics_platform.common import SQL_DIR
+
+    package = SQL_DIR.parent
+    files = {f"{d}/{p.stem}" for d in WAREHOUSE_SQL_DOMAINS for p in (SQL_DIR / d).glob("*.sql")}
+    found: dict[str, list[tuple[str, set[str]]]] = {}
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and len(node.args) >= 2):
+                continue
+            name, params = node.args[0], node.args[1]
+            if not (isinstance(name, ast.Constant) and name.value in files and isinstance(params, ast.Dict)):
+                continue
+            keys = {k.value for k in params.keys if isinstance(k, ast.Constant)}
+            where = f"{path.relative_to(package.parent)}:{node.lineno}"
+            found.setdefault(name.value, []).append((where, keys))
+    return found
+
+
 def params_of(name: str) -> dict[str, Any]:
     params = _code_params()
     return params[name] if name in params else _FILE_PARAMS[name]
@@ -356,8 +383,10 @@ def _sql_file_statements() -> Iterator[GateStatement]:
 
     # posthog
     agg = dict(out_dataset=AGG_DS)
-    yield stmt("posthog/sessions_event_stats", "posthog/sessions_event_stats",
-               _file("posthog/sessions_event_stats", posthog_dataset=POSTHOG_DS))
+    event_stats = _file("posthog/sessions_event_stats", posthog_dataset=POSTHOG_DS)
+    yield stmt("posthog/sessions_event_stats", "posthog/sessions_event_stats", event_stats)
+    yield stmt("posthog/sessions_event_stats[properties STRING]", "posthog/sessions_event_stats", event_stats,
+               _string_properties(tables))
     for name in ("sessions_partition_stats", "persons_rebuild", "persons_stats"):
         yield stmt(f"posthog/{name}", f"posthog/{name}", _file(f"posthog/{name}", **agg))
     yield from _sessions_merge_statements()
@@ -408,6 +437,19 @@ def _sessions_merge_statements() -> Iterator[GateStatement]:
             plan, posthog_dataset=POSTHOG_DS, firebase_dataset=FIREBASE_DS, out_dataset=AGG_DS
         )
         yield GateStatement(f"posthog/sessions_merge[{label}]", sql, params, tables)
+        if export is None:
+            yield GateStatement(f"posthog/sessions_merge[{label}, properties STRING]", sql, params,
+                                _string_properties(tables))
+
+
+def _string_properties(tables: Mapping[tuple[str, str], Schema]) -> dict[tuple[str, str], Schema]:
+    """PostHog's events export with ``properties`` as STRING holding JSON (the other
+    shape the source declares)."""
+    out = dict(tables)
+    out[(POSTHOG_DS, "events")] = tuple(
+        (c, "STRING" if c == "properties" else t) for c, t in out[(POSTHOG_DS, "events")]
+    )
+    return out
 
 
 def _rows_sql_statements() -> Iterator[GateStatement]:

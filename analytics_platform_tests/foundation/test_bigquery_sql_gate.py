@@ -70,6 +70,20 @@ def test_every_bound_parameter_is_used() -> None:
     assert unused == {}
 
 
+def test_gate_params_match_the_call_sites() -> None:
+    """Where the code passes a SQL file's parameters as a dict literal, the gate binds the
+    same names (types: the gate's values mirror the call site's)."""
+    sites = gate_lib.call_site_params()
+    assert sites, "no call site found: the scan is broken"
+    drift = [
+        f"{where}: {name} binds {sorted(keys)}, the gate {sorted(gate_lib.params_of(name))}"
+        for name, calls in sites.items()
+        for where, keys in calls
+        if keys != set(gate_lib.params_of(name))
+    ]
+    assert drift == []
+
+
 def _code_only(sql: str) -> str:
     return re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)
 
