@@ -99,6 +99,11 @@ def _warehouse_adapter():
     * ``RecordingBigQueryWarehouse``: ``BigQueryWarehouse`` whose I/O (jobs, load jobs, table
       lookups) is replaced by recording, so ``ensure_table`` / ``load`` build their
       statements with the production code and hand them over instead of running them.
+
+    Uses today's internals of ``resources/warehouse.py``: ``_bq_param``, ``_BQ_LOAD_TYPES``
+    and BigQueryWarehouse's I/O hooks ``execute`` / ``query_arrow`` / ``ensure_dataset`` /
+    ``table_columns`` / ``_stage`` / ``_drop``.  When the warehouse becomes a package, point
+    these at their new homes (the recorded statements must stay those BigQuery receives).
     """
     from analytics_platform.resources import warehouse as wh
 
@@ -678,6 +683,7 @@ class BigQueryGate:
         del language.supported_statement_kinds[:]  # empty: every statement kind
         self.language = language
         self._options_pb = options_pb2
+        self._public_options = public_options
         self._catalogs: dict[Any, int] = {}
 
     def features(self) -> set[str]:
@@ -736,6 +742,7 @@ class BigQueryGate:
         """Raise ``ZetaSQLError`` unless ``sql`` resolves and type-checks on BigQuery."""
         options = self._options_pb.AnalyzerOptionsProto(language_options=self.language)
         options.default_timezone = "UTC"
+        options.error_message_mode = self._public_options.ERROR_MESSAGE_MULTI_LINE_WITH_CARET
         for name, typ in params.items():
             options.query_parameters.append(
                 self._options_pb.AnalyzerOptionsProto.QueryParameterProto(name=name, type=self.type_proto(typ))
