@@ -29,7 +29,7 @@ Parameters (the documented choice)
     ARRAY<...> and so on.  A parameter the SQL uses but the call does not bind fails the
     gate (ZetaSQL: "Query parameter ... not found").
 
-Language
+Language (``bigquery_analyzer.py``)
     ZetaSQL's released features in ``PRODUCT_EXTERNAL`` mode (BigQuery's type system: no
     INT32/UINT64/PROTO ...) minus the features BigQuery does not have
     (``_NOT_IN_BIGQUERY``: aggregate ``FILTER (WHERE ...)``, JSON comparison, array
@@ -51,6 +51,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from analytics_platform.common import read_sql, render_sql
+from analytics_platform_tests.bigquery_analyzer import Schema
 
 # --- names used for the datasets / tables of the catalog (settings' defaults) -----------
 MIXPANEL_DS = "mixpanel_data"
@@ -63,8 +64,6 @@ STAGED_BATCH = "_mixpanel_batch_0123456789ab"
 
 NOW = dt.datetime(2026, 3, 9, 6, 30, tzinfo=dt.timezone.utc)
 DAY = dt.date(2026, 3, 8)
-
-Schema = tuple[tuple[str, str], ...]  # ((column, BigQuery type), ...)
 
 
 @dataclass(frozen=True)
@@ -602,197 +601,3 @@ def uncovered_sql_files(statements: Sequence[GateStatement]) -> list[str]:
             if name not in ids and FRAGMENT_OF.get(name) not in ids:
                 missing.append(name)
     return missing
-
-
-# =========================================================================================
-# ZetaSQL: BigQuery language options, catalog, analysis
-# =========================================================================================
-# Released ZetaSQL features BigQuery does not have (removed from the maximum set).
-_NOT_IN_BIGQUERY = {
-    "FEATURE_AGGREGATE_FILTERING",  # COUNT(*) FILTER (WHERE ...)
-    "FEATURE_JSON_TYPE_COMPARISON",  # JSON = JSON
-    "FEATURE_ARRAY_EQUALITY",
-    "FEATURE_DML_RETURNING",
-    "FEATURE_INSERT_ON_CONFLICT_CLAUSE",
-    "FEATURE_FOR_UPDATE",
-    "FEATURE_LATERAL_JOIN",
-    "FEATURE_INLINE_LAMBDA_ARGUMENT",
-    "FEATURE_SAFE_FUNCTION_CALL_WITH_LAMBDA_ARGS",
-    "FEATURE_CHAINED_FUNCTION_CALLS",
-    "FEATURE_WITH_EXPRESSION",
-    "FEATURE_LITERAL_CONCATENATION",
-    "FEATURE_UUID_TYPE",
-    "FEATURE_EXTENDED_TYPES",
-    "FEATURE_TIMESTAMP_NANOS",
-    "FEATURE_TIMESTAMP_PICOS",
-    "FEATURE_TIMESTAMP_PRECISION",
-    "FEATURE_IMPLICIT_COERCION_STRING_LITERAL_TO_BYTES",
-    "FEATURE_NULLIFZERO_ZEROIFNULL",
-    "FEATURE_MULTILEVEL_AGGREGATION",
-    "FEATURE_MULTILEVEL_AGGREGATION_ON_UDAS",
-    "FEATURE_ENABLE_MEASURES",
-    "FEATURE_MULTIWAY_UNNEST",
-    "FEATURE_STRUCT_POSITIONAL_ACCESSOR",
-    "FEATURE_EXPERIMENTAL_MODULES",
-    "FEATURE_GENERATED_COLUMNS",
-    "FEATURE_CHECK_CONSTRAINT",
-    "FEATURE_IDENTITY_COLUMNS",
-    "FEATURE_GENERATED_BY_DEFAULT",
-    "FEATURE_ALTER_COLUMN_SET_GENERATED_AS_IDENTITY",
-    "FEATURE_ALTER_COLUMN_DROP_GENERATED",
-    "FEATURE_NESTED_UPDATE_DELETE_WITH_OFFSET",
-    "FEATURE_ARRAY_ELEMENTS_WITH_SET",
-    "FEATURE_CORRELATED_REFS_IN_NESTED_DML",
-    "FEATURE_ALLOW_SLASH_PATHS",
-    "FEATURE_PIPE_FORK",
-    "FEATURE_PIPE_TEE",
-    "FEATURE_PIPE_IF",
-    "FEATURE_PIPE_INSERT",
-    "FEATURE_PIPE_CREATE_TABLE",
-    "FEATURE_MATCH_RECOGNIZE",
-    "FEATURE_PROTO_MAPS",
-    "FEATURE_PROTO_EXTENSIONS_WITH_NEW",
-    "FEATURE_PROTO_EXTENSIONS_WITH_SET",
-    "FEATURE_BRACED_PROTO_CONSTRUCTORS",
-    "FEATURE_EXTRACT_FROM_PROTO",
-    "FEATURE_REPLACE_FIELDS",
-    "FEATURE_FILTER_FIELDS",
-}
-
-
-class BigQueryGate:
-    """ZetaSQL with BigQuery's language options; one registered catalog per table set."""
-
-    def __init__(self) -> None:
-        from zetasql.wasi._pb2.zetasql.proto import options_pb2
-        from zetasql.wasi._pb2.zetasql.public import options_pb2 as public_options
-
-        from analytics_platform_tests.zetasql_service import zetasql_service
-
-        self.service = zetasql_service()
-        language = self.service.maximum_language_options()
-        keep = [
-            f for f in language.enabled_language_features
-            if public_options.LanguageFeature.Name(f) not in _NOT_IN_BIGQUERY
-            and not public_options.LanguageFeature.Name(f).startswith("FEATURE_SQL_GRAPH")
-        ]
-        del language.enabled_language_features[:]
-        language.enabled_language_features.extend(keep)
-        language.product_mode = public_options.PRODUCT_EXTERNAL
-        language.name_resolution_mode = public_options.NAME_RESOLUTION_DEFAULT
-        del language.supported_statement_kinds[:]  # empty: every statement kind
-        self.language = language
-        self._options_pb = options_pb2
-        self._public_options = public_options
-        self._catalogs: dict[Any, int] = {}
-
-    def features(self) -> set[str]:
-        from zetasql.wasi._pb2.zetasql.public import options_pb2 as public_options
-
-        return {public_options.LanguageFeature.Name(f) for f in self.language.enabled_language_features}
-
-    # ---- types and catalog --------------------------------------------------------------
-    @staticmethod
-    def type_proto(bq_type: str):
-        from zetasql.wasi._pb2.zetasql.public import type_pb2
-
-        kinds = {
-            "STRING": type_pb2.TYPE_STRING, "INT64": type_pb2.TYPE_INT64, "FLOAT64": type_pb2.TYPE_DOUBLE,
-            "BOOL": type_pb2.TYPE_BOOL, "TIMESTAMP": type_pb2.TYPE_TIMESTAMP, "DATE": type_pb2.TYPE_DATE,
-            "JSON": type_pb2.TYPE_JSON, "NUMERIC": type_pb2.TYPE_NUMERIC, "BYTES": type_pb2.TYPE_BYTES,
-        }
-        array = re.fullmatch(r"ARRAY<(\w+)>", bq_type)
-        if array:
-            return type_pb2.TypeProto(
-                type_kind=type_pb2.TYPE_ARRAY,
-                array_type=type_pb2.ArrayTypeProto(element_type=BigQueryGate.type_proto(array.group(1))),
-            )
-        return type_pb2.TypeProto(type_kind=kinds[bq_type])
-
-    def _catalog_id(self, tables: Mapping[tuple[str, str], Schema]) -> int:
-        key = tuple(sorted((k, tuple(v)) for k, v in tables.items()))
-        if key in self._catalogs:
-            return self._catalogs[key]
-        from zetasql.wasi._pb2.zetasql.proto import simple_catalog_pb2
-        from zetasql.wasi._pb2.zetasql.public import simple_table_pb2
-
-        def table(name: str, columns: Schema):
-            return simple_table_pb2.SimpleTableProto(
-                name=name,
-                column=[
-                    simple_table_pb2.SimpleColumnProto(name=c, type=self.type_proto(t), is_writable_column=True)
-                    for c, t in columns
-                ],
-            )
-
-        root = simple_catalog_pb2.SimpleCatalogProto(name="bigquery")
-        root.builtin_function_options.language_options.CopyFrom(self.language)
-        by_dataset: dict[str, list] = {}
-        for (dataset, name), columns in sorted(tables.items()):
-            root.table.append(table(f"{dataset}.{name}", columns))  # `dataset.table`
-            by_dataset.setdefault(dataset, []).append(table(name, columns))  # dataset.table
-        for dataset, dataset_tables in by_dataset.items():
-            root.catalog.append(simple_catalog_pb2.SimpleCatalogProto(name=dataset, table=dataset_tables))
-        catalog_id = self.service.register_catalog(root)
-        self._catalogs[key] = catalog_id
-        return catalog_id
-
-    # ---- analysis -------------------------------------------------------------------------
-    def analyze(self, sql: str, params: Mapping[str, str], tables: Mapping[tuple[str, str], Schema]) -> None:
-        """Raise ``ZetaSQLError`` unless ``sql`` resolves and type-checks on BigQuery."""
-        options = self._options_pb.AnalyzerOptionsProto(language_options=self.language)
-        options.default_timezone = "UTC"
-        options.error_message_mode = self._public_options.ERROR_MESSAGE_MULTI_LINE_WITH_CARET
-        for name, typ in params.items():
-            options.query_parameters.append(
-                self._options_pb.AnalyzerOptionsProto.QueryParameterProto(name=name, type=self.type_proto(typ))
-            )
-        self.service.analyze(sql, options, self._catalog_id(tables))
-
-    def check(self, statement: GateStatement) -> None:
-        """ZetaSQL's analysis plus BigQuery's table rules ZetaSQL leaves to the engine."""
-        self.analyze(statement.sql, statement.params, statement.tables)
-        problems = bigquery_table_rules(statement.sql)
-        if problems:
-            from analytics_platform_tests.zetasql_service import ZetaSQLError
-
-            raise ZetaSQLError("; ".join(problems))
-
-
-_CREATE = re.compile(r"^\s*CREATE (?:OR REPLACE )?TABLE (?:IF NOT EXISTS )?\S+ \((?P<cols>.*?)\)"
-                     r"(?: PARTITION BY (?P<part>.+?))?(?: CLUSTER BY (?P<cluster>.+?))?(?: OPTIONS.*)?\s*$", re.S)
-_CLUSTER_TYPES = {"STRING", "INT64", "DATE", "TIMESTAMP", "DATETIME", "BOOL", "NUMERIC", "BIGNUMERIC", "GEOGRAPHY"}
-
-
-def bigquery_table_rules(sql: str) -> list[str]:
-    """BigQuery's rules on ``CREATE TABLE (...) PARTITION BY / CLUSTER BY`` that ZetaSQL
-    does not check: the partition expression is a DATE / TIMESTAMP / DATETIME column,
-    ``DATE(timestamp)`` or a ``{DATE,TIMESTAMP,DATETIME}_TRUNC`` of a column of that type;
-    at most four clustering columns, of a clusterable type."""
-    m = _CREATE.match(sql)
-    if not m:
-        return []
-    types = {name: typ for name, typ in re.findall(r"`?(\w+)`?\s+([A-Z0-9]+)", m.group("cols"))}
-    problems = []
-    part = (m.group("part") or "").strip()
-    if part:
-        col = re.fullmatch(r"`?(\w+)`?", part)
-        date_of = re.fullmatch(r"DATE\(\s*`?(\w+)`?\s*\)", part, re.I)
-        trunc = re.fullmatch(r"(DATE|TIMESTAMP|DATETIME)_TRUNC\(\s*`?(\w+)`?\s*,\s*(\w+)\s*\)", part, re.I)
-        if col:
-            ok = types.get(col.group(1)) in ("DATE", "TIMESTAMP", "DATETIME")
-        elif date_of:
-            ok = types.get(date_of.group(1)) in ("TIMESTAMP", "DATETIME")
-        elif trunc:
-            ok = types.get(trunc.group(2)) == trunc.group(1).upper()
-        else:
-            ok = False
-        if not ok:
-            problems.append(f"PARTITION BY {part}: not a BigQuery time-unit partitioning of a DATE/TIMESTAMP column")
-    cluster = [c.strip().strip("`") for c in (m.group("cluster") or "").split(",") if c.strip()]
-    if len(cluster) > 4:
-        problems.append(f"CLUSTER BY {cluster}: BigQuery allows at most 4 clustering columns")
-    for c in cluster:
-        if types.get(c) not in _CLUSTER_TYPES:
-            problems.append(f"CLUSTER BY {c}: type {types.get(c)} cannot be clustered on BigQuery")
-    return problems

@@ -2,7 +2,7 @@
 under Google's ZetaSQL analyzer with BigQuery's language options (the emulator runs on
 DuckDB, so nothing else checks BigQuery's own rules).  See
 ``analytics_platform_tests/bigquery_gate.py`` for what is gathered, the catalog and how
-parameters are typed.
+parameters are typed, and ``bigquery_analyzer.py`` for the analyzer and its options.
 
 A statement that fails here would fail on BigQuery: fix the SQL (or, for a known case,
 add it to ``KNOWN_FAILURES`` with the reason; it then shows as xfail, never silently).
@@ -15,7 +15,7 @@ import re
 import pytest
 
 from analytics_platform_tests import bigquery_gate as gate_lib
-from analytics_platform_tests.zetasql_service import ZetaSQLError
+from analytics_platform_tests.bigquery_analyzer import BigQueryGate, ZetaSQLError
 
 STATEMENTS = gate_lib.all_statements()
 
@@ -24,8 +24,8 @@ KNOWN_FAILURES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def gate() -> gate_lib.BigQueryGate:
-    return gate_lib.BigQueryGate()
+def gate() -> BigQueryGate:
+    return BigQueryGate()
 
 
 def _cases():
@@ -35,7 +35,7 @@ def _cases():
 
 
 @pytest.mark.parametrize("statement", _cases())
-def test_statement_passes_bigquery_analysis(gate: gate_lib.BigQueryGate, statement: gate_lib.GateStatement) -> None:
+def test_statement_passes_bigquery_analysis(gate: BigQueryGate, statement: gate_lib.GateStatement) -> None:
     try:
         gate.check(statement)
     except ZetaSQLError as exc:
@@ -130,12 +130,12 @@ REJECTED = {
 
 
 @pytest.mark.parametrize("sql", ACCEPTED.values(), ids=ACCEPTED.keys())
-def test_gate_accepts_bigquery_features(gate: gate_lib.BigQueryGate, sql: str) -> None:
+def test_gate_accepts_bigquery_features(gate: BigQueryGate, sql: str) -> None:
     gate.check(gate_lib.GateStatement("probe", sql, {"days": "ARRAY<DATE>"}, gate_lib.base_tables()))
 
 
 @pytest.mark.parametrize("sql, expected", REJECTED.values(), ids=REJECTED.keys())
-def test_gate_rejects_wrong_statements(gate: gate_lib.BigQueryGate, sql: str, expected: str) -> None:
+def test_gate_rejects_wrong_statements(gate: BigQueryGate, sql: str, expected: str) -> None:
     with pytest.raises(ZetaSQLError, match=re.escape(expected)):
         gate.check(gate_lib.GateStatement("probe", sql, {"ts": "TIMESTAMP"}, gate_lib.base_tables()))
 
@@ -144,7 +144,7 @@ def _statement(id_: str) -> gate_lib.GateStatement:
     return next(s for s in STATEMENTS if s.id == id_)
 
 
-def test_gate_rejects_a_broken_real_file(gate: gate_lib.BigQueryGate) -> None:
+def test_gate_rejects_a_broken_real_file(gate: BigQueryGate) -> None:
     """A real statement of the gate, broken the ways a port from DuckDB breaks it."""
     real = _statement("mixpanel/window_counts")
     gate.check(real)
@@ -163,7 +163,7 @@ def test_gate_rejects_a_broken_real_file(gate: gate_lib.BigQueryGate) -> None:
         gate.check(gate_lib.GateStatement(real.id, real.sql, wrong_params, real.tables))
 
 
-def test_gate_rejects_a_load_statement_on_a_drifted_schema(gate: gate_lib.BigQueryGate) -> None:
+def test_gate_rejects_a_load_statement_on_a_drifted_schema(gate: BigQueryGate) -> None:
     """The load MERGE built by the warehouse fails when the target lacks a column."""
     merge = next(s for s in STATEMENTS if s.id.startswith("load merge") and s.sql.startswith("MERGE"))
     gate.check(merge)
@@ -174,7 +174,7 @@ def test_gate_rejects_a_load_statement_on_a_drifted_schema(gate: gate_lib.BigQue
         gate.check(gate_lib.GateStatement(merge.id, merge.sql, merge.params, tables))
 
 
-def test_language_options_are_bigquerys(gate: gate_lib.BigQueryGate) -> None:
+def test_language_options_are_bigquerys(gate: BigQueryGate) -> None:
     features = gate.features()
     assert {"FEATURE_JSON_TYPE", "FEATURE_QUALIFY", "FEATURE_PIVOT", "FEATURE_SAFE_FUNCTION_CALL",
             "FEATURE_GROUP_BY_ALL", "FEATURE_CREATE_TABLE_PARTITION_BY", "FEATURE_CREATE_TABLE_CLUSTER_BY",
