@@ -228,7 +228,7 @@ def _table_names() -> dict[str, tuple[str, str]]:
 def base_tables(**overrides: Schema) -> dict[tuple[str, str], Schema]:
     """Every declared table (plus the sessions aggregate of a run without export), keyed
     by (dataset, table); ``overrides`` replace a schema by its key in :func:`_schemas`."""
-    from analytics_platform.posthog import sessions_sql, tables as posthog
+    from analytics_platform.posthog import rules as sessions_sql, tables as posthog
 
     schemas = _schemas()
     schemas.update(overrides)
@@ -292,8 +292,8 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
 
 def _code_params() -> dict[str, dict[str, Any]]:
     """Parameters from the code's own builders."""
-    from analytics_platform.cohorts import temp_users as rules
-    from analytics_platform.posthog import sessions_sql
+    from analytics_platform.cohorts import rules
+    from analytics_platform.posthog import rules as sessions_sql
 
     window = sessions_sql.RunWindow(DAY, DAY + dt.timedelta(days=2), 1)
     return {
@@ -406,7 +406,7 @@ _EXPORT_VARIANTS: dict[str, Optional[Schema]] = {
 
 
 def _export_schema(variant: Optional[Sequence[str]]) -> Optional[Schema]:
-    from analytics_platform.posthog import sessions_sql, tables as posthog
+    from analytics_platform.posthog import rules as sessions_sql, tables as posthog
 
     if variant is None:
         return None
@@ -425,7 +425,7 @@ def _export_schema(variant: Optional[Sequence[str]]) -> Optional[Schema]:
 def _sessions_merge_statements() -> Iterator[GateStatement]:
     """``build_sessions_merge_sql`` for each export shape, against the sessions table the
     run ensures (``sessions_schema(plan)``)."""
-    from analytics_platform.posthog import sessions_sql, tables as posthog
+    from analytics_platform.posthog import rules as sessions_sql, store as posthog_store, tables as posthog
 
     params = bound_types(params_of("posthog/sessions_merge"))
     for label, variant in _EXPORT_VARIANTS.items():
@@ -437,7 +437,7 @@ def _sessions_merge_statements() -> Iterator[GateStatement]:
             tables[(POSTHOG_DS, "sessions")] = export
         plan = sessions_sql.plan_carry([c for c, _ in export] if export else [])
         tables[(AGG_DS, posthog.SESSIONS_TABLE)] = schema_of(posthog.sessions_schema(plan))
-        sql = sessions_sql.build_sessions_merge_sql(
+        sql = posthog_store.build_sessions_merge_sql(
             plan, posthog_dataset=POSTHOG_DS, firebase_dataset=FIREBASE_DS, out_dataset=AGG_DS
         )
         yield GateStatement(f"posthog/sessions_merge[{label}]", sql, params, tables)
@@ -457,10 +457,10 @@ def _string_properties(tables: Mapping[tuple[str, str], Schema]) -> dict[tuple[s
 
 
 def _rows_sql_statements() -> Iterator[GateStatement]:
-    from analytics_platform.mixpanel import anomalies
+    from analytics_platform.mixpanel import store as anomalies
 
     sql = anomalies.rows_sql(MIXPANEL_DS, EVENTS, "it's \"odd\" \\ name", NOW, NOW + dt.timedelta(minutes=5))
-    yield GateStatement("mixpanel alert rows_sql", sql, {}, base_tables())
+    yield GateStatement("mixpanel/select_window_rows", sql, {}, base_tables())
 
 
 # =========================================================================================
@@ -489,9 +489,10 @@ def _table_uses() -> list[TableUse]:
     """Every ``ensure_table`` and ``warehouse.load`` of the code (module -> call)."""
     from analytics_platform.cohorts import tables as C
     from analytics_platform.mixpanel import tables as M
-    from analytics_platform.posthog import sessions_sql, tables as P
+    from analytics_platform.posthog import rules as sessions_sql, tables as P
 
     ts_range = {"match_from": NOW, "match_to": NOW}
+    from analytics_platform.mixpanel.store import MATCH_WINDOW_STARTS
     export_all = _export_schema(("+all", "+entry_utm_id"))
     return [
         # mixpanel/tables.py ensure_*_table; mixpanel/ingest.py and detect.py loads
@@ -511,11 +512,11 @@ def _table_uses() -> list[TableUse]:
         TableUse("mixpanel.anomalies", MIXPANEL_DS, M.ANOMALIES_TABLE, M.ANOMALIES_SCHEMA, "DATE(window_start)",
                  ("event_name",),
                  loads=({"mode": "insert_missing", "key_columns": ("event_name", "window_start"),
-                         "match_filter": "T.window_start BETWEEN @match_from AND @match_to",
+                         "match_filter": MATCH_WINDOW_STARTS,
                          "match_params": ts_range},
                         {"mode": "merge", "key_columns": ("event_name", "window_start"),
                          "preserve_on_update": ("detected_at",),
-                         "match_filter": "T.window_start BETWEEN @match_from AND @match_to",
+                         "match_filter": MATCH_WINDOW_STARTS,
                          "match_params": ts_range})),
         # cohorts/store.py
         TableUse("cohorts.temp_users", COHORT_DS, C.TEMP_USERS_TABLE, C.TEMP_USERS_SCHEMA,
@@ -585,7 +586,12 @@ def all_statements() -> list[GateStatement]:
 
 
 # Files that are fragments of another statement (covered through it).
-FRAGMENT_OF = {"posthog/sessions_export_cte": "posthog/sessions_merge"}
+FRAGMENT_OF = {
+    "posthog/sessions_export_cte": "posthog/sessions_merge",
+    "posthog/filter_export_window": "posthog/sessions_merge",
+    "posthog/select_no_export": "posthog/sessions_merge",
+    "mixpanel/match_window_starts": "load merge #1 mixpanel.anomalies mixpanel_data.event_anomalies",
+}
 WAREHOUSE_SQL_DOMAINS = ("mixpanel", "cohorts", "posthog")
 
 
