@@ -13,7 +13,6 @@ import pyarrow as pa
 from analytics_platform.common import read_sql, render_sql, validate_identifier
 from analytics_platform.resources.warehouse.arrow_types import normalise_arrow, to_arrow
 from analytics_platform.resources.warehouse.base import Warehouse
-from analytics_platform.resources.warehouse.ddl import add_column_statement
 from analytics_platform.resources.warehouse.load_plans import (
     LoadPlan,
     delete_partitions_statement,
@@ -127,17 +126,14 @@ class DuckDBWarehouse(Warehouse):
     def _create_table(self, dataset, table, schema, partition_by, cluster_by) -> None:
         """DuckDB has no partitioning or clustering; text columns are stored with zstd
         (a physical hint only: same columns and types as on BigQuery)."""
-        cols = ", ".join(
-            f'"{c.name}" {DUCKDB_TYPES[c.type]}'
-            + (f" USING COMPRESSION {_TEXT_COMPRESSION}" if c.type in ("STRING", "JSON") else "")
-            + (" NOT NULL" if c.required else "")
-            for c in schema
-        )
+        cols = ", ".join(_column_ddl(c) + (" NOT NULL" if c.required else "") for c in schema)
         with self.connect() as con:
             con.execute(f'CREATE TABLE IF NOT EXISTS "{dataset}"."{table}" ({cols})')
 
     def _add_column(self, dataset: str, table: str, column: Column) -> None:
-        self.execute(add_column_statement(dataset, table, column))
+        # NULLABLE like BigQuery's ADD COLUMN: the existing rows get NULL.
+        with self.connect() as con:
+            con.execute(f'ALTER TABLE "{dataset}"."{table}" ADD COLUMN {_column_ddl(column)}')
 
     def insert_from_batch(
         self,
@@ -206,6 +202,12 @@ class DuckDBWarehouse(Warehouse):
                 con.execute("ROLLBACK")
                 raise WarehouseError(f"DuckDB load into {plan.dataset}.{plan.table} failed: {exc}") from exc
         return affected
+
+
+def _column_ddl(column: Column) -> str:
+    """``"name" TYPE`` with the storage hint of a text column."""
+    hint = f" USING COMPRESSION {_TEXT_COMPRESSION}" if column.type in ("STRING", "JSON") else ""
+    return f'"{column.name}" {DUCKDB_TYPES[column.type]}{hint}'
 
 
 def _duckdb_affected(cur: Any) -> int:
