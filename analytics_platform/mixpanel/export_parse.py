@@ -20,7 +20,6 @@ Memory is flat in the size of the file: at most one block and one output batch a
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from analytics_platform.common import read_sql, render_sql
 
 BLOCK_BYTES = 16 << 20  # read size; a block is parsed with one DuckDB query
 BATCH_ROWS = 200_000  # rows per yielded batch (one warehouse load each)
@@ -60,145 +61,11 @@ PARSED_COLUMNS = (
     "mp_processing_time_ms",
 )
 
-# Local processing SQL (DuckDB dialect, run by the in-process parser; never on BigQuery).
-# Each JSON function runs once per line: the stages are separate queries because DuckDB
+# The parser's SQL (DuckDB dialect, never sent to the warehouse) is in
+# sql/mixpanel/duckdb/parse_export_{shape,fast,slow,final}.sql, one file per stage: each
+# JSON function runs once per line, and the stages are separate queries because DuckDB
 # re-evaluates an expression under CASE for every reference to it.
-
-# Stage 1, over ``blk(line_no, line)``: string operations only.  Mixpanel's own shape is
-# '{"event":<S>,"properties":<X>}'; the first '"properties":' is that key when the text
-# before it is exactly '{"event":<one JSON string>,' (the pattern cannot occur inside a
-# JSON string: its quotes would be escaped).  When S is a JSON string and X a JSON object,
-# the line is valid and X is the raw properties text, cut out unchanged (stage 2a parses
-# X once; a line whose X does not parse goes to the general path).  Only the positions
-# come out (``ppos``: 1-based character position of '"properties":', ``body_len``: the
-# line's length without its newline): stage 2a cuts S and X out of the line itself, so
-# the ~500-byte X is not copied out to Arrow and back in between the stages.
-_SHAPE_SQL = r"""
-SELECT line_no, ppos, body_len,
-       starts_with(line, '{"event":') AND ppos > 11
-       AND substr(line, ppos - 1, 1) = ',' AND brace_end
-       AND substr(line, 10, 1) = '"' AND substr(line, ppos + 13, 1) = '{'
-       AND json_valid(substr(line, 10, greatest(ppos - 11, 0))) AS fast_ok
-FROM (
-    SELECT line_no, line,
-           instr(line, '"properties":') AS ppos,
-           length(line) - nl AS body_len,
-           CASE nl WHEN 2 THEN suffix(line, E'}\r\n') WHEN 1 THEN suffix(line, E'}\n') ELSE suffix(line, '}') END AS brace_end
-    FROM (
-        SELECT line_no, line,
-               CASE WHEN suffix(line, E'\r\n') THEN 2 WHEN suffix(line, E'\n') THEN 1 ELSE 0 END AS nl
-        FROM blk
-    )
-)
-"""
-
-# Stage 2a, over ``fx(line_no, line, ppos, body_len)`` (lines of Mixpanel's shape): S and
-# X cut out, one parse of X; ``f`` is NULL when X is not valid JSON (``try``), and the
-# caller re-routes that line.
-_FAST_SQL = r"""
-SELECT line_no,
-       f IS NOT NULL AS parsed,
-       CAST(NULL AS VARCHAR) AS reason,
-       json_extract_string(s_tok, '$') AS event_name,
-       f[1] AS time_text,
-       f[2] AS distinct_id,
-       f[3] AS insert_id,
-       f[4] AS device_id,
-       COALESCE(f[5], f[6]) AS os,
-       f[7] AS processing_text,
-       x AS properties,
-       false AS reserialised,
-       CAST(NULL AS VARCHAR) AS raw_line
-FROM (
-    SELECT line_no, s_tok, x,
-           try(json_extract_string(x, ['$.time', '$.distinct_id', '$."$insert_id"', '$."$device_id"',
-                                       '$."$os"', '$.mp_os', '$.mp_processing_time_ms'])) AS f
-    FROM (
-        SELECT line_no,
-               substr(line, 10, ppos - 11) AS s_tok,
-               substr(line, ppos + 13, body_len - ppos - 13) AS x
-        FROM fx
-    )
-)
-"""
-
-# Stage 2b, over ``sx(line_no, line)`` (every other line; rare): the general path.
-_SLOW_SQL = r"""
-WITH v AS MATERIALIZED (
-    SELECT line_no, line, ok,
-           CASE WHEN ok THEN json_type(line, ['$', '$.event', '$.properties']) END AS t,
-           CASE WHEN ok THEN json_extract_string(line, [
-               '$.event', '$.properties.time', '$.properties.distinct_id',
-               '$.properties."$insert_id"', '$.properties."$device_id"',
-               '$.properties."$os"', '$.properties.mp_os', '$.properties.mp_processing_time_ms'
-           ]) END AS f
-    FROM (SELECT line_no, line, json_valid(line) AS ok FROM sx)
-), r AS MATERIALIZED (
-    SELECT line_no, line, f,
-           CASE
-               WHEN NOT ok THEN CASE
-                   WHEN starts_with(line, chr(0)) THEN 'invalid_utf8'
-                   WHEN trim(line, E' \t\r\n') = '' THEN 'blank'
-                   ELSE 'invalid_json' END
-               WHEN t[1] <> 'OBJECT' THEN 'not_an_object'
-               WHEN t[2] IS DISTINCT FROM 'VARCHAR' THEN 'missing_event'
-               WHEN t[3] IS DISTINCT FROM 'OBJECT' THEN 'missing_properties'
-           END AS reason
-    FROM v
-)
-SELECT line_no, reason,
-       f[1] AS event_name,
-       f[2] AS time_text,
-       f[3] AS distinct_id,
-       f[4] AS insert_id,
-       f[5] AS device_id,
-       COALESCE(f[6], f[7]) AS os,
-       f[8] AS processing_text,
-       CASE WHEN reason IS NULL THEN CAST(json_extract(line, '$.properties') AS VARCHAR) END AS properties,
-       reason IS NULL AS reserialised,
-       CASE WHEN reason IS NOT NULL THEN
-           rtrim(rtrim(CASE WHEN reason = 'invalid_utf8' THEN substr(line, 2) ELSE line END, E'\n'), E'\r')
-       END AS raw_line
-FROM r
-WHERE reason IS NULL OR reason <> 'blank'
-"""
-
-# Stage 3, over ``px`` (stage 2 rows): time, identity and the remaining reasons.
-_FINAL_SQL = r"""
-WITH {source}c AS (
-    SELECT *,
-           CASE
-               WHEN reason IS NOT NULL THEN reason
-               WHEN event_name IS NULL OR event_name = '' THEN 'missing_event'
-               WHEN time_text IS NULL THEN 'missing_time'
-               WHEN tnum IS NULL OR NOT isfinite(tnum) OR tnum <= 0 OR tnum >= {max_time} THEN 'invalid_time'
-           END AS why
-    FROM (SELECT *, TRY_CAST(time_text AS DOUBLE) AS tnum FROM px)
-)
-SELECT line_no,
-       why AS reason,
-       CASE WHEN why IS NOT NULL THEN NULL
-            WHEN insert_id IS NULL OR insert_id = ''
-            THEN 'h:' || md5(concat_ws(chr(31), event_name, COALESCE(distinct_id, ''), time_text, properties))
-            ELSE insert_id
-       END AS event_id,
-       event_name,
-       distinct_id,
-       ts AS event_timestamp,
-       CAST(ts AS DATE) AS event_date,
-       properties,
-       device_id,
-       os,
-       TRY_CAST(TRY_CAST(processing_text AS DOUBLE) AS BIGINT) AS mp_processing_time_ms,
-       reserialised,
-       raw_line{extra}
-FROM (
-    SELECT *,
-           CASE WHEN why IS NULL THEN make_timestamp(CAST(round(
-               CASE WHEN tnum >= {ms_threshold} THEN tnum * 1000 ELSE tnum * 1000000 END) AS BIGINT)) END AS ts
-    FROM c
-)
-"""
+_SQL = "mixpanel/duckdb/parse_export_"
 
 
 @dataclass
@@ -316,12 +183,14 @@ class ExportParser:
         # 64-bit hashes of every kept event_id, to count duplicates across batches exactly
         # enough (a collision among 5M ids has probability ~1e-6) in flat, small memory.
         self._con.execute("CREATE TABLE seen_ids (h UBIGINT)")
-        final = _FINAL_SQL.replace("{ms_threshold}", str(MS_THRESHOLD)).replace("{max_time}", str(MAX_TIME))
-        self._final_sql = final.replace("{source}", "").replace("{extra}", "")
+        final = read_sql(_SQL + "final")
+        limits = {"ms_threshold": str(MS_THRESHOLD), "max_time": str(MAX_TIME)}
+        self._shape_sql = read_sql(_SQL + "shape")
+        self._slow_sql = read_sql(_SQL + "slow")
+        self._final_sql = render_sql(final, fragments={"source": "", "extra": "", **limits})
         # the fast path in one query: stage 2a feeding stage 3 (``parsed`` passed through)
-        self._fast_final_sql = final.replace("{source}", "px AS (" + _FAST_SQL + "), ").replace(
-            "{extra}", ", parsed"
-        )
+        fast = "px AS (" + read_sql(_SQL + "fast") + "), "
+        self._fast_final_sql = render_sql(final, fragments={"source": fast, "extra": ", parsed", **limits})
 
     def duplicates_total(self) -> int:
         """Rows collapsed because their event_id appeared earlier in this export."""
@@ -348,7 +217,7 @@ class ExportParser:
 
     def _parse_block(self, blk: pa.Table) -> Optional[pa.Table]:
         """One block -> rows of every non-blank line (``reason`` NULL for a good event)."""
-        shaped = self._sql(_SHAPE_SQL, blk=blk)
+        shaped = self._sql(self._shape_sql, blk=blk)
         if not np.array_equal(shaped.column("line_no").to_numpy(), blk.column("line_no").to_numpy()):
             shaped = shaped.sort_by("line_no")  # the positions line up with blk's rows
         fast_ok = shaped.column("fast_ok")
@@ -366,7 +235,7 @@ class ExportParser:
                 done = done.filter(parsed)
             parts.append(done.drop_columns(["parsed"]))
         if pc.any(slow_mask).as_py():
-            slow = self._sql(_SLOW_SQL, sx=blk.filter(slow_mask))
+            slow = self._sql(self._slow_sql, sx=blk.filter(slow_mask))
             parts.append(self._sql(self._final_sql, px=slow))
         del shaped, fast
         if not parts:
@@ -469,7 +338,3 @@ def _empty_rejected() -> pa.Table:
             "reason": pa.array([], pa.string()),
         }
     )
-
-
-def utc_date_of(ts: dt.datetime) -> dt.date:
-    return ts.astimezone(dt.timezone.utc).date() if ts.tzinfo else ts.date()

@@ -17,7 +17,6 @@ import logging
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -26,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analytics_platform.common import UTC, to_epoch_micros
 from analytics_platform.mixpanel.export_parse import BATCH_ROWS, ExportParser
 from analytics_platform.mixpanel.tables import (
     EVENTS_SCHEMA,
@@ -34,20 +34,11 @@ from analytics_platform.mixpanel.tables import (
     ensure_events_table,
     ensure_rejected_table,
 )
-from analytics_platform.resources.warehouse import read_sql, render_sql, transpile_to_duckdb
 
-UTC = dt.timezone.utc
 # Mixpanel allows 3 export queries per second: never start two closer than this.
 MIN_SECONDS_BETWEEN_EXPORTS = 0.4
 
 _log = logging.getLogger(__name__)
-_DUCKDB_BATCH = "_mixpanel_batch"
-_DUCKDB_INSERT_THREADS = 1
-
-
-def _micros(ts: dt.datetime) -> int:
-    delta = ts.astimezone(UTC) - dt.datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 @dataclass
@@ -137,51 +128,15 @@ class EventsLoader:
             return 0
         bounds = pc.min_max(events.column("event_date"))
         params = {"date_from": bounds["min"].as_py(), "date_to": bounds["max"].as_py()}
-        batch = self._rows(events)
-        if self.warehouse.engine == "duckdb":
-            return self._insert_duckdb(batch, params)
-        # BigQuery: stage the batch in a table (a load job), insert from it, drop it.
-        staging = f"_mixpanel_batch_{uuid.uuid4().hex[:12]}"
-        self.warehouse.load(batch, self.dataset, staging, EVENTS_SCHEMA, mode="append")
-        try:
-            return int(
-                self.warehouse.execute_file(
-                    "mixpanel/insert_new_events",
-                    params,
-                    dataset=self.dataset,
-                    table=self.table,
-                    batch_dataset=self.dataset,
-                    batch=staging,
-                )
-            )
-        finally:
-            self.warehouse.execute_file("mixpanel/drop_table", dataset=self.dataset, table=staging)
-
-    def _insert_duckdb(self, batch: pa.Table, params: dict) -> int:
-        """Local warehouse: the same statement straight from the Arrow batch (no staging
-        copy), in one DuckDB transaction."""
-        sql = transpile_to_duckdb(
-            render_sql(
-                read_sql("mixpanel/insert_new_events"),
-                dataset=self.dataset,
-                table=self.table,
-                batch_dataset="main",
-                batch=_DUCKDB_BATCH,
-            )
+        return self.warehouse.insert_from_batch(
+            "mixpanel/insert_new_events",
+            self._rows(events),
+            EVENTS_SCHEMA,
+            params,
+            batch_dataset=self.dataset,
+            dataset=self.dataset,
+            table=self.table,
         )
-        with self.warehouse.connect() as con:
-            # One thread: DuckDB's parallel insert writes each thread's rows apart and
-            # rewrites them at the checkpoint, about twice the CPU of a single-threaded
-            # append of the same batch (and a larger file).  The setting belongs to the
-            # database instance, so it is reset for whoever uses it next.
-            con.execute(f"SET threads={_DUCKDB_INSERT_THREADS}")
-            con.register(_DUCKDB_BATCH, batch)
-            try:
-                row = con.execute(sql, params).fetchone()
-            finally:
-                con.unregister(_DUCKDB_BATCH)
-                con.execute("RESET threads")
-        return int(row[0]) if row else 0
 
     def _rows(self, events: pa.Table) -> pa.Table:
         """The batch with the table's columns, types and order."""
@@ -189,7 +144,7 @@ class EventsLoader:
         if ts.type.tz is None:
             ts = ts.cast(pa.timestamp("us", tz="UTC"))
         inserted = pa.array(
-            np.full(events.num_rows, _micros(self.inserted_at), dtype=np.int64), type=pa.int64()
+            np.full(events.num_rows, to_epoch_micros(self.inserted_at), dtype=np.int64), type=pa.int64()
         ).cast(pa.timestamp("us", tz="UTC"))
         return pa.table(
             {

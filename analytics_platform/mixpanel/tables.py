@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from analytics_platform.resources.warehouse import Column, Warehouse, validate_identifier
-
-# Local DuckDB storage hint: zstd for the text columns (the JSON properties are ~90% of
-# the bytes).  DuckDB's default string compression analysis costs about twice the CPU of
-# zstd on Mixpanel payloads and compresses them less; BigQuery has no such knob.
-_DUCKDB_TEXT_COMPRESSION = "zstd"
-_DUCKDB_TYPES = {"STRING": "VARCHAR", "JSON": "JSON", "TIMESTAMP": "TIMESTAMPTZ", "DATE": "DATE", "INT64": "BIGINT"}
+from analytics_platform.resources.warehouse import Column, Warehouse
 
 REJECTED_TABLE = "mixpanel_events_rejected"
 ANOMALIES_TABLE = "event_anomalies"
@@ -55,21 +49,8 @@ ANOMALIES_SCHEMA = (
 
 
 def ensure_events_table(warehouse: Warehouse, dataset: str, table: str) -> None:
-    """Create the events table if missing: on BigQuery partitioned by ``event_date`` and
-    clustered by ``event_name, event_id`` (the scans every job does); on DuckDB with zstd
-    text columns (a physical storage hint, same columns and types)."""
-    if warehouse.engine == "duckdb" and not warehouse.table_exists(dataset, table):
-        warehouse.ensure_dataset(dataset)
-        cols = ", ".join(
-            f'"{c.name}" {_DUCKDB_TYPES[c.type]}'
-            + (f" USING COMPRESSION {_DUCKDB_TEXT_COMPRESSION}" if c.type in ("STRING", "JSON") else "")
-            + (" NOT NULL" if c.required else "")
-            for c in EVENTS_SCHEMA
-        )
-        with warehouse.connect() as con:
-            con.execute(
-                f'CREATE TABLE IF NOT EXISTS "{validate_identifier(dataset)}"."{validate_identifier(table)}" ({cols})'
-            )
+    """Create the events table if missing, partitioned by ``event_date`` and clustered by
+    ``event_name, event_id`` (the scans every job does)."""
     warehouse.ensure_table(
         dataset, table, EVENTS_SCHEMA, partition_by="event_date", cluster_by=("event_name", "event_id")
     )

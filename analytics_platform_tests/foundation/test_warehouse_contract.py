@@ -630,3 +630,170 @@ def test_bigquery_semantics_on_both_engines(warehouse):
     # INT64 results are integers on both engines (DuckDB SUM would be a HUGEINT)
     assert str(frame["sum_int"].dtype) == "Int64"
     assert str(frame["date_add"].dtype) == "dbdate"
+
+
+# ---------------------------------------------------------------------------------------
+# insert_from_batch: a SQL file run over an Arrow batch (mixpanel's insert-absent)
+# ---------------------------------------------------------------------------------------
+def _mixpanel_batch(ids: list[str], props: str = '{"big": 9007199254740993, "s": "\\u00e9"}'):
+    import pyarrow as pa
+
+    at = dt.datetime(2024, 6, 5, 10, tzinfo=UTC)
+    n = len(ids)
+    return pa.table(
+        {
+            "event_id": ids,
+            "event_name": ["app_open"] * n,
+            "distinct_id": ["u1"] * n,
+            "event_timestamp": pa.array([at] * n, pa.timestamp("us", tz="UTC")),
+            "inserted_at": pa.array([at] * n, pa.timestamp("us", tz="UTC")),
+            "properties": [props] * n,
+            "event_date": [dt.date(2024, 6, 5)] * n,
+            "device_id": [None] * n,
+            "os": ["iOS"] * n,
+            "mp_processing_time_ms": pa.array([7] * n, pa.int64()),
+        }
+    )
+
+
+def test_insert_from_batch_runs_the_file_over_the_batch(warehouse):
+    from analytics_platform.mixpanel.tables import EVENTS_SCHEMA, ensure_events_table
+
+    ensure_events_table(warehouse, DS, "mp_events")
+    day = {"date_from": dt.date(2024, 6, 5), "date_to": dt.date(2024, 6, 5)}
+
+    def insert(batch) -> int:
+        return warehouse.insert_from_batch(
+            "mixpanel/insert_new_events", batch, EVENTS_SCHEMA, day,
+            batch_dataset=DS, dataset=DS, table="mp_events",
+        )
+
+    assert insert(_mixpanel_batch(["a", "b"])) == 2
+    # insert-absent: the known ids are skipped, the new one is inserted
+    assert insert(_mixpanel_batch(["a", "b", "c"])) == 1
+    assert insert(_mixpanel_batch([])) == 0
+    got = _rows(
+        warehouse,
+        f"SELECT event_id, event_date, os, mp_processing_time_ms, JSON_VALUE(properties, '$.big') "
+        f"FROM `{DS}.mp_events` ORDER BY 1",
+    )
+    assert got == [(i, dt.date(2024, 6, 5), "iOS", 7, "9007199254740993") for i in "abc"]
+    # the batch was read with the schema's types: JSON stored as JSON, big integers exact
+    text = _rows(warehouse, f"SELECT TO_JSON_STRING(properties) FROM `{DS}.mp_events` LIMIT 1")[0][0]
+    assert json.loads(text) == {"big": 9007199254740993, "s": "é"}
+    # nothing is left behind (BigQuery stages the batch in a table of DS)
+    assert [t for t in _tables(warehouse) if t != "mp_events"] == []
+
+
+def test_insert_from_batch_failure_changes_nothing_and_cleans_up(warehouse):
+    from analytics_platform.mixpanel.tables import EVENTS_SCHEMA, ensure_events_table
+
+    ensure_events_table(warehouse, DS, "mp_events")
+    with pytest.raises(WarehouseError, match="insert_new_events"):
+        # event_id is REQUIRED: the NULL row fails the statement, the valid one is not kept
+        warehouse.insert_from_batch(
+            "mixpanel/insert_new_events", _mixpanel_batch(["ok", None]), EVENTS_SCHEMA,
+            {"date_from": dt.date(2024, 6, 5), "date_to": dt.date(2024, 6, 5)},
+            batch_dataset=DS, dataset=DS, table="mp_events",
+        )
+    assert _count(warehouse, "mp_events") == 0
+    assert [t for t in _tables(warehouse) if t != "mp_events"] == []
+    with pytest.raises(ValueError):
+        warehouse.insert_from_batch(
+            "mixpanel/insert_new_events", _mixpanel_batch(["a"]), EVENTS_SCHEMA,
+            batch_dataset=DS, dataset=DS, table="mp_events; DROP TABLE x",
+        )
+
+
+def test_duckdb_batch_insert_is_single_threaded_then_reset_and_text_is_zstd(duckdb_warehouse):
+    from analytics_platform.mixpanel.tables import EVENTS_SCHEMA, ensure_events_table
+
+    warehouse = duckdb_warehouse
+    ensure_events_table(warehouse, DS, "mp_events")
+    with warehouse.connect() as con:
+        threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    seen = []
+    original = warehouse.connect
+
+    def spying_connect():
+        # the statement runs with threads=1 (the spy reads it before the insert's COMMIT)
+        ctx = original()
+        con = ctx.__enter__()
+        real_execute = con.execute
+
+        class Spy:
+            def __getattr__(self, name):
+                return getattr(con, name)
+
+            def execute(self, sql, *args):
+                if sql.startswith("COMMIT"):
+                    seen.append(real_execute("SELECT current_setting('threads')").fetchone()[0])
+                return real_execute(sql, *args)
+
+        class Ctx:
+            def __enter__(self):
+                return Spy()
+
+            def __exit__(self, *exc):
+                return ctx.__exit__(*exc)
+
+        return Ctx()
+
+    object.__setattr__(warehouse, "connect", spying_connect)
+    try:
+        warehouse.insert_from_batch(
+            "mixpanel/insert_new_events", _mixpanel_batch([f"e{i}" for i in range(2000)]), EVENTS_SCHEMA,
+            {"date_from": dt.date(2024, 6, 5), "date_to": dt.date(2024, 6, 5)},
+            batch_dataset=DS, dataset=DS, table="mp_events",
+        )
+    finally:
+        object.__delattr__(warehouse, "connect")
+    assert seen == [1]
+    with warehouse.connect() as con:
+        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == threads
+        con.execute("CHECKPOINT")
+        compression = dict(
+            con.execute(
+                "SELECT DISTINCT column_name, compression FROM pragma_storage_info(?) "
+                "WHERE column_name IN ('event_id', 'properties') AND segment_type <> 'VALIDITY'",
+                [f"{DS}.mp_events"],
+            ).fetchall()
+        )
+    assert compression == {"event_id": "ZSTD", "properties": "ZSTD"}
+
+
+# ---------------------------------------------------------------------------------------
+# the statements BigQueryWarehouse builds are pure functions (no client needed)
+# ---------------------------------------------------------------------------------------
+def test_bigquery_statements_are_built_without_a_client():
+    from analytics_platform.resources.warehouse import (
+        add_column_statement,
+        create_table_statement,
+        load_statement,
+        parse_json_copy_statement,
+        plan_load,
+    )
+
+    assert create_table_statement(DS, "events", EVENTS[:2], "event_date", ["event_id"]) == (
+        f"CREATE TABLE IF NOT EXISTS `{DS}.events` (`event_date` DATE NOT NULL, `event_id` STRING NOT NULL)"
+        " PARTITION BY event_date CLUSTER BY `event_id`"
+    )
+    assert add_column_statement(DS, "events", Column("country", "STRING")) == (
+        f"ALTER TABLE `{DS}.events` ADD COLUMN `country` STRING"
+    )
+    merge = load_statement(plan_load(DS, "users", USERS[:2], "merge", key_columns=["user_id"]), "_stage_x")
+    assert merge == (
+        f"MERGE `{DS}.users` T USING `{DS}._stage_x` S ON T.`user_id` = S.`user_id` "
+        "WHEN MATCHED THEN UPDATE SET `name` = S.`name` "
+        "WHEN NOT MATCHED THEN INSERT (`user_id`, `name`) VALUES (S.`user_id`, S.`name`)"
+    )
+    replace = load_statement(
+        plan_load(DS, "events", EVENTS[:2], "replace_partitions", partition_column="event_date"), "_stage_x"
+    )
+    assert "WHEN NOT MATCHED BY SOURCE AND T.`event_date` IN UNNEST(@_partitions) THEN DELETE" in replace
+    assert parse_json_copy_statement(DS, "_stage_x", JSON_SCHEMA) == (
+        f"CREATE OR REPLACE TABLE `{DS}._stage_x` AS SELECT `id`, "
+        f"PARSE_JSON(`props`, wide_number_mode=>'round') AS `props` FROM `{DS}._stage_x`"
+    )
+    with pytest.raises(ValueError):
+        create_table_statement(DS, "events", EVENTS, partition_by="event_date; DROP TABLE x")

@@ -1,6 +1,6 @@
 -- Insert the batch's events whose event_id is not in the table yet, looking only at the
--- batch's event dates (partition pruning).  The batch is a staging table on
--- BigQuery, the Arrow batch registered on the connection on DuckDB (`main._mixpanel_batch`).
+-- batch's event dates (partition pruning).  Run by Warehouse.insert_from_batch, which
+-- makes the batch readable as `{batch_dataset}.{batch}`.
 INSERT INTO `{dataset}.{table}`
   (event_id, event_name, distinct_id, event_timestamp, inserted_at, properties, event_date, device_id, os, mp_processing_time_ms)
 SELECT

@@ -1,2 +1,0 @@
--- Drop a staging table of this domain.
-DROP TABLE IF EXISTS `{dataset}.{table}`
