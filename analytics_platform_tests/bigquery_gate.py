@@ -99,12 +99,12 @@ def _warehouse_adapter():
       lookups) is replaced by recording, so ``ensure_table`` / ``load`` build their
       statements with the production code and hand them over instead of running them.
 
-    Uses today's internals of ``resources/warehouse.py``: ``_bq_param``, ``_BQ_LOAD_TYPES``
-    and BigQueryWarehouse's I/O hooks ``execute`` / ``query_arrow`` / ``ensure_dataset`` /
-    ``table_columns`` / ``_stage`` / ``_drop``.  When the warehouse becomes a package, point
-    these at their new homes (the recorded statements must stay those BigQuery receives).
+    Uses the BigQuery engine's internals (``resources/warehouse/bigquery_engine.py``):
+    ``_bq_param``, ``_BQ_LOAD_TYPES`` and BigQueryWarehouse's I/O hooks ``execute`` /
+    ``query_arrow`` / ``ensure_dataset`` / ``table_columns`` / ``_stage`` / ``_drop`` (the
+    recorded statements are those BigQuery receives).
     """
-    from analytics_platform.resources import warehouse as wh
+    from analytics_platform.resources.warehouse import bigquery_engine as wh
 
     class RecordingBigQueryWarehouse(wh.BigQueryWarehouse):
         """Records ``(sql, params)``; ``existing`` maps (dataset, table) to the columns a
@@ -273,7 +273,6 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     "mixpanel/check_current_day": {"today": DAY},
     # mixpanel/ingest.py
     "mixpanel/insert_new_events": {"date_from": DAY, "date_to": DAY},
-    "mixpanel/drop_table": {},
     "mixpanel/delete_uncollected_events": {"from_date": DAY, "to_date": DAY, "events": ["a", "b"]},
     "mixpanel/partition_counts": {"from_date": DAY, "to_date": DAY},
     # cohorts/store.py
@@ -363,8 +362,6 @@ def _sql_file_statements() -> Iterator[GateStatement]:
     yield stmt("mixpanel/insert_new_events", "mixpanel/insert_new_events",
                _file("mixpanel/insert_new_events", **_MIXPANEL_IDS, batch_dataset=MIXPANEL_DS, batch=STAGED_BATCH),
                staged)
-    yield stmt("mixpanel/drop_table", "mixpanel/drop_table",
-               _file("mixpanel/drop_table", dataset=MIXPANEL_DS, table=STAGED_BATCH), staged)
 
     # cohorts: the events queries with and without the partition-pruning lines
     ids = dict(_COHORT_IDS, cohort_table=C.TEMP_USERS_TABLE, removed_table=C.REMOVED_TABLE)
