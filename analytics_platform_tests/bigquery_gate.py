@@ -271,7 +271,7 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     "mixpanel/check_duplicate_event_ids": {"date_from": DAY, "date_to": DAY},
     "mixpanel/check_null_timestamps": {"date_from": DAY, "date_to": DAY},
     "mixpanel/check_current_day": {"today": DAY},
-    # mixpanel/ingest.py
+    # mixpanel/store.py (ingestion)
     "mixpanel/insert_new_events": {"date_from": DAY, "date_to": DAY},
     "mixpanel/delete_uncollected_events": {"from_date": DAY, "to_date": DAY, "events": ["a", "b"]},
     "mixpanel/partition_counts": {"from_date": DAY, "to_date": DAY},
@@ -492,7 +492,7 @@ def _table_uses() -> list[TableUse]:
     from analytics_platform.mixpanel.store import MATCH_WINDOW_STARTS
     export_all = _export_schema(("+all", "+entry_utm_id"))
     return [
-        # mixpanel/tables.py ensure_*_table; mixpanel/ingest.py and detect.py loads
+        # mixpanel/tables.py ensure_*_table; mixpanel/store.py loads
         TableUse("mixpanel.events", MIXPANEL_DS, EVENTS, M.EVENTS_SCHEMA, "event_date", ("event_name", "event_id")),
         TableUse("mixpanel.staged_batch", MIXPANEL_DS, STAGED_BATCH, M.EVENTS_SCHEMA,
                  loads=({"mode": "append"},)),

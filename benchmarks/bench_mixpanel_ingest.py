@@ -1,6 +1,6 @@
 """mixpanel_ingest: Mixpanel export (stub server, HTTP, gzip) -> local DuckDB warehouse.
 
-* ``platform``: ``analytics_platform.mixpanel.ingest.ingest_ranges`` — the export streamed
+* ``platform``: ``analytics_platform.mixpanel.store.ingest_ranges`` — the export streamed
   to a temp file, bulk-parsed with DuckDB's JSON functions in 200k-row batches, each batch
   inserted with one ``INSERT ... WHERE NOT EXISTS`` (pruned to its event dates).
 * ``baseline``: what the old collector did — ``requests`` line iteration, one
@@ -132,7 +132,7 @@ def _summary(m: Measurement) -> None:
 
 
 def _platform(url: str, scale: int, workdir: Path, stub: Optional["_Stub"] = None) -> Measurement:
-    from analytics_platform.mixpanel.ingest import ingest_ranges
+    from analytics_platform.mixpanel.store import ingest_ranges
     from analytics_platform.resources.mixpanel import MixpanelResource
     from analytics_platform.resources.warehouse import DuckDBWarehouse
 

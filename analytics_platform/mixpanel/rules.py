@@ -14,6 +14,8 @@ Definitions (specs/mixpanel.md), for an event with threshold T and window W minu
 
 from __future__ import annotations
 
+import numpy as np
+
 import bisect
 import datetime as dt
 import json
@@ -328,3 +330,32 @@ def build_alert(content: AlertContent) -> tuple[str, list[dict]]:
             parts.append(f"```{_clip(content.rows_sql, MAX_SECTION_TEXT - 200)}```")
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip("\n".join(parts), MAX_SECTION_TEXT)}})
     return text, blocks[:MAX_BLOCKS]
+
+
+def rejected_partition_dates(
+    rejected_line_no: np.ndarray,
+    good_line_no: np.ndarray,
+    good_dates: np.ndarray,
+    first_day: dt.date,
+    last_day: dt.date,
+    carry: Optional[dt.date],
+) -> list[dt.date]:
+    """The partition a rejected line is filed under.
+
+    A one-day export: that day.  A range: the export streams day after day, so the event
+    date of the nearest preceding valid line (clamped to the range), else the first day.
+    """
+    if first_day == last_day or len(rejected_line_no) == 0:
+        return [first_day] * len(rejected_line_no)
+    order = np.argsort(good_line_no, kind="stable")
+    sorted_lines = good_line_no[order]
+    sorted_dates = good_dates[order]
+    out = []
+    positions = np.searchsorted(sorted_lines, rejected_line_no, side="left") - 1
+    for pos in positions:
+        day = sorted_dates[pos] if pos >= 0 else carry
+        if day is None:
+            day = first_day
+        day = min(max(day, first_day), last_day)
+        out.append(day)
+    return out

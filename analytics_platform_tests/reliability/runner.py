@@ -86,7 +86,7 @@ def install_hooks(args: argparse.Namespace) -> None:
 
     points = {args.at, args.pause_at} - {None}
     if "ingest_load" in points:
-        from analytics_platform.mixpanel import ingest
+        from analytics_platform.mixpanel import store as ingest
 
         hook = _Hook(
             before=barrier_once if args.at == "ingest_load" else None,
