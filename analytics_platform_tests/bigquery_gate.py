@@ -244,14 +244,6 @@ def _file(name: str, fragments: Optional[Mapping[str, str]] = None, **ids: str) 
     return render_sql(read_sql(name), fragments, **ids)
 
 
-def _without_pruning(sql: str) -> str:
-    """The cohorts events queries when the events table has no event_date (as
-    cohorts/store.py renders them: the ``-- partition pruning`` lines dropped)."""
-    from analytics_platform.cohorts.store import PRUNING_MARK
-
-    return "\n".join(line for line in sql.splitlines() if not line.rstrip().endswith(PRUNING_MARK))
-
-
 # Parameters of the call sites that have no parameter builder of their own: the same
 # names and Python types the code passes (file -> params).
 _FILE_PARAMS: dict[str, dict[str, Any]] = {
@@ -363,7 +355,9 @@ def _sql_file_statements() -> Iterator[GateStatement]:
                _file("mixpanel/insert_new_events", **_MIXPANEL_IDS, batch_dataset=MIXPANEL_DS, batch=STAGED_BATCH),
                staged)
 
-    # cohorts: the events queries with and without the partition-pruning lines
+    # cohorts: the events queries with and without their partition-pruning fragments
+    from analytics_platform.cohorts.store import events_query_sql
+
     ids = dict(_COHORT_IDS, cohort_table=C.TEMP_USERS_TABLE, removed_table=C.REMOVED_TABLE)
     no_event_date = base_tables(**{"mixpanel.events": tuple(
         c for c in schema_of(M.EVENTS_SCHEMA) if c[0] != "event_date")})
@@ -372,10 +366,9 @@ def _sql_file_statements() -> Iterator[GateStatement]:
         ("active_yesterday", ("events_dataset", "events_table", "cohort_dataset", "cohort_table")),
     ):
         only = {k: ids[k] for k in keys}
-        sql = read_sql(f"cohorts/{name}")
-        yield stmt(f"cohorts/{name}", f"cohorts/{name}", render_sql(sql, **only))
+        yield stmt(f"cohorts/{name}", f"cohorts/{name}", events_query_sql(f"cohorts/{name}", True, **only))
         yield stmt(f"cohorts/{name}[no event_date]", f"cohorts/{name}",
-                   render_sql(_without_pruning(sql), **only), no_event_date)
+                   events_query_sql(f"cohorts/{name}", False, **only), no_event_date)
     cohort = dict(cohort_dataset=COHORT_DS, cohort_table=C.TEMP_USERS_TABLE)
     audit = dict(cohort_dataset=COHORT_DS, audit_table=C.AUDIT_TABLE)
     for name, ids_ in (("cohort_stats", cohort), ("unsynced_temp_users", cohort), ("mark_synced", cohort),
@@ -584,6 +577,9 @@ def all_statements() -> list[GateStatement]:
 
 # Files that are fragments of another statement (covered through it).
 FRAGMENT_OF = {
+    "cohorts/prune_privacy_days": "cohorts/detect_temp_users",
+    "cohorts/prune_restore_days": "cohorts/detect_temp_users",
+    "cohorts/prune_active_day": "cohorts/active_yesterday",
     "posthog/sessions_export_cte": "posthog/sessions_merge",
     "posthog/filter_export_window": "posthog/sessions_merge",
     "posthog/select_no_export": "posthog/sessions_merge",

@@ -20,10 +20,11 @@ import pandas as pd
 
 from analytics_platform.cohorts import rules
 from analytics_platform.cohorts import tables as T
-from analytics_platform.common import read_sql, render_sql, to_int, utc_now
+from analytics_platform.common import read_sql, render_sql, strip_sql_comments, to_int, utc_now
 from analytics_platform.settings import Settings, redact
 
-PRUNING_MARK = "-- partition pruning"
+# Partition-pruning fragments of the events queries (sql/cohorts/prune_*.sql).
+PRUNING_FRAGMENTS = ("prune_privacy_days", "prune_restore_days", "prune_active_day")
 _LOG = logging.getLogger(__name__)
 
 
@@ -70,6 +71,17 @@ def error_text(exc: BaseException) -> str:
         return redact(f"{type(exc).__name__}: {exc}")[:1000]
     except Exception:  # noqa: BLE001 - an invalid environment must not hide the error
         return type(exc).__name__
+
+
+def events_query_sql(name: str, has_event_date: bool, **identifiers: str) -> str:
+    """``sql/<name>.sql`` rendered with ``identifiers``; its partition-pruning fragments
+    (event_date predicates that only let BigQuery skip partitions) are formatted in when
+    the events table has an ``event_date`` column, else left empty."""
+    fragments = {
+        f: (strip_sql_comments(read_sql(f"cohorts/{f}")).strip() if has_event_date else "")
+        for f in PRUNING_FRAGMENTS
+    }
+    return render_sql(read_sql(name), fragments=fragments, **identifiers)
 
 
 class CohortStore:
@@ -126,15 +138,11 @@ class CohortStore:
         return self._events_columns
 
     def _events_query(self, name: str, params: dict[str, Any], *identifiers: str) -> pd.DataFrame:
-        """Run a query over the events table; its ``-- partition pruning`` lines (event_date
-        predicates that only let BigQuery skip partitions) are dropped when the table has
-        no ``event_date`` column."""
-        sql = read_sql(name)
-        if "event_date" not in self._columns_of_events():
-            sql = "\n".join(
-                line for line in sql.splitlines() if not line.rstrip().endswith(PRUNING_MARK)
-            )
-        return self.warehouse.query(render_sql(sql, **self._only(*identifiers)), params)
+        """Run a query over the events table (:func:`events_query_sql`)."""
+        sql = events_query_sql(
+            name, "event_date" in self._columns_of_events(), **self._only(*identifiers)
+        )
+        return self.warehouse.query(sql, params)
 
     # --------------------------------------------------------------- detection
     def detect(self, window: rules.DetectionWindow) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 -- Temp users who were active on the UTC day [@day_start, @day_end) under the same
 -- distinct_id: any event other than the two detection events, later than the pair that
 -- made them temp users (events of the temporary session before the restore are expected).
--- The line marked "partition pruning" is dropped when the events table has no event_date.
+-- The fragment {{prune_active_day}} (partition pruning) is empty when the events table has no event_date.
 -- Identifiers: {events_dataset}.{events_table}, {cohort_dataset}.{cohort_table}.
 SELECT
   t.distinct_id,
@@ -16,7 +16,7 @@ FROM `{cohort_dataset}.{cohort_table}` AS t
 JOIN `{events_dataset}.{events_table}` AS e
   ON e.distinct_id = t.distinct_id
 WHERE e.event_timestamp >= @day_start
-  AND (e.event_date IS NULL OR e.event_date = DATE(@day_start))  -- partition pruning
+  {prune_active_day}
   AND e.event_timestamp < @day_end
   AND e.event_name NOT IN ('impression_privacy', 'impression_restore_user_state_by_device_id')
   AND (

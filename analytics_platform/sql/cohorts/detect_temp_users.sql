@@ -9,9 +9,10 @@
 -- flagged when it is already in the cohort table or was removed from it on purpose.
 -- Identifiers: {events_dataset}.{events_table}, {cohort_dataset}.{cohort_table},
 -- {cohort_dataset}.{removed_table}.
--- A NULL device id (missing or empty) never joins. Lines marked "partition pruning" only
--- let BigQuery skip partitions (event_date = DATE(event_timestamp) in UTC); the rule itself
--- is on event_timestamp, and they are dropped when the table has no event_date column. Each side is its own scan with an equality filter on event_name (pushed into the scan, so
+-- A NULL device id (missing or empty) never joins. The fragments {{prune_*}} (files
+-- prune_privacy_days / prune_restore_days) only let BigQuery skip partitions
+-- (event_date = DATE(event_timestamp) in UTC); the rule itself is on event_timestamp, and
+-- they are empty when the table has no event_date column. Each side is its own scan with an equality filter on event_name (pushed into the scan, so
 -- `properties` is only read for the cohort events).
 WITH privacy AS (
   -- device_id only for Android (mp_os, falling back to $os): other privacy events get a
@@ -28,7 +29,7 @@ WITH privacy AS (
     END AS device_id
   FROM `{events_dataset}.{events_table}`
   WHERE event_name = 'impression_privacy'
-    AND (event_date IS NULL OR event_date BETWEEN DATE(@window_start) AND DATE(@as_of))  -- partition pruning
+    {prune_privacy_days}
     AND event_timestamp >= @window_start
     AND event_timestamp < @as_of
     AND distinct_id IS NOT NULL
@@ -43,7 +44,7 @@ restore AS (
     ) AS device_id
   FROM `{events_dataset}.{events_table}`
   WHERE event_name = 'impression_restore_user_state_by_device_id'
-    AND (event_date IS NULL OR event_date BETWEEN DATE(@window_start) AND DATE(@restore_until))  -- partition pruning
+    {prune_restore_days}
     AND event_timestamp >= @window_start
     AND event_timestamp <= @restore_until
 ),
