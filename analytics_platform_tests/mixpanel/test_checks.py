@@ -54,3 +54,20 @@ def test_checks_catch_duplicates_and_null_timestamps(duckdb_warehouse, mixpanel_
     # the latest partition is 2024-06-05, not today: the current day is not fresh (a warning)
     assert not checks["current_day_fresh"].passed
     assert checks["current_day_fresh"].severity == dg.AssetCheckSeverity.WARN
+
+
+def test_an_empty_day_materializes_zero_rows_with_green_checks(warehouse, mixpanel_stub, mixpanel):
+    """A day for which the export returns no event at all (today and a past day, on DuckDB
+    and the BigQuery emulator): the run succeeds with 0 rows and the blocking checks pass
+    (a count over zero rows is NULL on DuckDB, 0 on BigQuery: both read as 0)."""
+    today = utc_now().date()
+    with dg.instance_for_test() as instance:
+        for day in (today, dt.date(2024, 6, 5)):
+            result = materialize_events(warehouse, mixpanel, day.isoformat(), instance=instance, with_checks=True)
+            assert result.success
+            (mat,) = result.asset_materializations_for_node("mixpanel_data__mixpanel_events")
+            assert mat.metadata["dagster/row_count"].value == 0
+            checks = _evaluations(result)
+            assert checks["event_id_unique"].passed
+            assert checks["event_timestamp_not_null"].passed
+            assert checks["event_timestamp_not_null"].metadata["rows_checked"].value == 0
