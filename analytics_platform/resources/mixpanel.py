@@ -38,7 +38,7 @@ import urllib3
 from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
 from pydantic import PrivateAttr
 
-from analytics_platform.resources.retry import is_retryable_status, retry_delay
+from analytics_platform.resources.retry import is_retryable_status, parse_retry_after, retry_delay
 from analytics_platform.settings import SettingsError, redact
 
 EXPORT_PATH = "/api/2.0/export"
@@ -234,6 +234,9 @@ class MixpanelResource(MixpanelService):
     max_attempts: int = 8
     backoff_initial_seconds: float = 2.0
     backoff_max_seconds: float = 60.0
+    # A Retry-After longer than this fails the run instead of sleeping (the hourly budget is
+    # spent: the next scheduled tick is the retry); 10 minutes.
+    max_retry_after_seconds: float = 600.0
     timeout_seconds: float = 300
 
     _session: Any = PrivateAttr(default=None)
@@ -347,6 +350,13 @@ class MixpanelResource(MixpanelService):
             raise MixpanelError(
                 self._redact(f"Mixpanel {what} failed after {attempt} attempts: {reason}")
             )
+        asked = parse_retry_after(retry_after)
+        if asked is not None and asked > self.max_retry_after_seconds:
+            raise MixpanelError(
+                f"Mixpanel {what}: {reason} with Retry-After {asked:.0f}s, more than the "
+                f"{self.max_retry_after_seconds:.0f}s this run waits (the rate limit of 60 "
+                "export queries per hour is spent); not sleeping - the next scheduled run retries."
+            )
         delay = retry_delay(
             attempt, self.backoff_initial_seconds, self.backoff_max_seconds, retry_after
         )
@@ -422,6 +432,13 @@ class MixpanelResource(MixpanelService):
                     except _STREAM_ERRORS as exc:
                         part.unlink(missing_ok=True)
                         reason = f"stream broken mid-body ({type(exc).__name__})"
+                        waited += self._wait("export", attempt, reason, None)
+                        continue
+                    except ExportTruncated as exc:
+                        # Never loaded as complete: retried; when every attempt is cut the
+                        # run fails here and the partition keeps its previous rows.
+                        part.unlink(missing_ok=True)
+                        reason = f"export truncated by Mixpanel: {exc}"
                         waited += self._wait("export", attempt, reason, None)
                         continue
                     os.replace(part, dest)
@@ -536,10 +553,23 @@ class SplitMixpanel(MixpanelService):
     def engage(self, updates: Sequence[dict]) -> EngageResult:
         return self.profiles.engage(updates)
 
+# Mixpanel ends a 200 export early with this line (or stops mid-line): the body is incomplete.
+TERMINATED_EARLY = b"terminated early"
+
+
+class ExportTruncated(Exception):
+    """A 200 export body that Mixpanel ended early: never loaded as complete, retried."""
+
+
 def _stream_body(response: requests.Response, path: Path) -> tuple[int, int]:
-    """Write the (decompressed) body to ``path``; return (lines, bytes).  Flat memory."""
+    """Write the (decompressed) body to ``path``; return (lines, bytes).  Flat memory.
+
+    Raises :class:`ExportTruncated` when the body is not a complete export: its last line
+    is Mixpanel's ``terminated early`` marker, or it stops mid-line (no final newline).
+    An empty body is a complete export of a day without events.
+    """
     lines = size = 0
-    last = b"\n"
+    tail = b""
     with open(path, "wb") as out:
         for chunk in response.iter_content(chunk_size=CHUNK):
             if not chunk:
@@ -547,11 +577,12 @@ def _stream_body(response: requests.Response, path: Path) -> tuple[int, int]:
             out.write(chunk)
             lines += chunk.count(b"\n")
             size += len(chunk)
-            last = chunk[-1:]
-        if last != b"\n":  # a last line without newline still counts (and gets one)
-            out.write(b"\n")
-            lines += 1
-            size += 1
+            tail = (tail + chunk)[-256:]
+    if size and not tail.endswith(b"\n"):
+        raise ExportTruncated(f"the body stops mid-line after {lines} complete lines (no final newline)")
+    last_line = tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1].strip()
+    if last_line == TERMINATED_EARLY:
+        raise ExportTruncated(f"the body ends with Mixpanel's 'terminated early' line after {lines - 1} lines")
     return lines, size
 
 

@@ -74,3 +74,17 @@ def test_400_is_not_retried(duckdb_warehouse, mixpanel_stub, mixpanel):
     result = materialize_events(duckdb_warehouse, mixpanel, DAY, raise_on_error=False)
     assert not result.success
     assert len(mixpanel_stub.export_requests) == 1
+
+
+def test_a_retry_after_beyond_the_cap_fails_the_run_instead_of_sleeping(duckdb_warehouse, mixpanel_stub, mixpanel):
+    """Issue 14.4: a 429 asking for an hour's wait fails at once with a clear message."""
+    _seed(mixpanel_stub)
+    mixpanel_stub.fail_export(429, times=1, retry_after=3600)
+    started = time.monotonic()
+    result = materialize_events(duckdb_warehouse, mixpanel, DAY, raise_on_error=False)
+    assert time.monotonic() - started < 30
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = str(failure.event_specific_data.error)
+    assert "Retry-After 3600s" in message and "600s" in message
+    assert len(mixpanel_stub.export_requests) == 1

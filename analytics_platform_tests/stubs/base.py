@@ -29,6 +29,8 @@ class Fault:
     body: Optional[bytes] = None
     reset_after_lines: Optional[int] = None  # Mixpanel export: drop the connection after K lines
     reject_error: Optional[str] = None  # Mixpanel /engage: 200 {"status": 0, "error": ...}
+    truncate_after_lines: Optional[int] = None  # Mixpanel export: a 200 body that ends early
+    truncate_mode: str = "marker"  # "marker": a `terminated early` line; "midline": cut mid-line
 
 
 class FaultQueue:

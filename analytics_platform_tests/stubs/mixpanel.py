@@ -102,6 +102,29 @@ class _Source:
                 yield b"".join(kept[i : i + BLOCK_LINES])
 
 
+def _truncated(blocks: Iterator[bytes], after_lines: int, mode: str) -> Iterator[bytes]:
+    """``blocks`` cut after ``after_lines`` lines, ended as Mixpanel ends a cut export."""
+    sent = 0
+    rest = b""
+    for block in blocks:
+        count = block.count(b"\n")
+        if sent + count < after_lines:
+            sent += count
+            yield block
+            continue
+        cut = 0
+        for _ in range(after_lines - sent):
+            cut = block.index(b"\n", cut) + 1
+        yield block[:cut]
+        rest = block[cut:]
+        break
+    if mode == "marker":
+        yield b"terminated early\n"
+    else:
+        following = rest.split(b"\n", 1)[0] or b'{"event":"app_open","properties":{"time":17'
+        yield following[: max(1, len(following) // 2)]
+
+
 def _line(raw: Union[str, bytes]) -> bytes:
     data = raw.encode() if isinstance(raw, str) else raw
     return data if data.endswith(b"\n") else data + b"\n"
@@ -239,6 +262,14 @@ class MixpanelStub(StubServer):
         """The next ``times`` export responses drop the connection after ``lines`` lines."""
         self.faults.push("export", Fault(reset_after_lines=lines), times)
 
+    def truncate_export(self, after_lines: int, mode: str = "marker", times: int = 1) -> None:
+        """The next ``times`` export responses are 200 bodies that Mixpanel ended early: the
+        first ``after_lines`` lines, then ``terminated early`` (``mode="marker"``) or half of
+        the next line without a newline (``mode="midline"``); the response itself ends cleanly."""
+        if mode not in ("marker", "midline"):
+            raise ValueError("mode must be 'marker' or 'midline'")
+        self.faults.push("export", Fault(truncate_after_lines=after_lines, truncate_mode=mode), times)
+
     def fail_engage(self, status: int, times: int = 1, retry_after: Optional[Union[int, str]] = None, body: Optional[bytes] = None) -> None:
         self.faults.push("engage", Fault(status, _ra(retry_after), body), times)
 
@@ -330,10 +361,15 @@ class MixpanelStub(StubServer):
                 for source in sources:
                     yield from source.blocks(key, wanted)
 
+        body = blocks()
+        if fault is not None and fault.truncate_after_lines is not None:
+            entry["truncated"] = fault.truncate_mode
+            body = _truncated(body, fault.truncate_after_lines, fault.truncate_mode)
+
         abort = fault.reset_after_lines if fault is not None else None
         try:
             entry["lines_sent"] = h.send_chunked(
-                blocks(), "text/plain; charset=utf-8", gzip=self.gzip and accept_gzip, abort_after_lines=abort
+                body, "text/plain; charset=utf-8", gzip=self.gzip and accept_gzip, abort_after_lines=abort
             )
         except ConnectionDropped:
             entry["lines_sent"], entry["reset"] = abort, True
