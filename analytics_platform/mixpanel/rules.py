@@ -14,8 +14,6 @@ Definitions (specs/mixpanel.md), for an event with threshold T and window W minu
 
 from __future__ import annotations
 
-import numpy as np
-
 import bisect
 import datetime as dt
 import json
@@ -23,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 from urllib.parse import quote
+
+import numpy as np
 
 from analytics_platform.common import UTC, from_epoch_micros, strip_sql_comments, to_epoch_micros
 from analytics_platform.mixpanel.events_config import EventConfig, EventsConfig
@@ -32,6 +32,27 @@ SUPPRESSED = "suppressed"
 STATUS_SENT = "sent"
 STATUS_PENDING = "pending"
 STATUS_SUPPRESSED = "suppressed"
+# A permanent Slack error (unknown channel, bot not in it, revoked token) on this many
+# attempts: the alert is given up ('failed') and one notice goes to the default channel.
+STATUS_FAILED = "failed"
+PERMANENT_FAILURE_ATTEMPTS = 3
+
+
+def give_up_on_alert(delivery_attempts: int, permanent_error: bool) -> bool:
+    """True when an undelivered alert stops being retried: only a permanent delivery error,
+    after ``PERMANENT_FAILURE_ATTEMPTS`` attempts (a transient one stays 'pending')."""
+    return permanent_error and delivery_attempts >= PERMANENT_FAILURE_ATTEMPTS
+
+
+def failed_alert_notice(event_name: str, window_start: dt.datetime, channel: str, error: str,
+                        attempts: int, table: str) -> str:
+    """The one message posted to the default channel when an alert is given up."""
+    return (
+        f":warning: Mixpanel spike alert for `{event_name}` (window {window_start:%Y-%m-%d %H:%M} UTC) "
+        f"could not be delivered to {channel}: {error} ({attempts} attempts). It is marked "
+        f"'failed' in {table}; fix the channel or the Slack token, then set its alert_status "
+        "back to 'pending' to send it again."
+    )
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000

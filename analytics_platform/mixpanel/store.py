@@ -358,6 +358,7 @@ class DetectResult:
     alerts_suppressed: int = 0
     alerts_sent: int = 0
     alerts_pending: int = 0  # still undelivered after this run
+    alerts_failed: int = 0  # given up this run (permanent Slack error, see rules.give_up_on_alert)
     pending_retried: int = 0  # alerts from earlier runs this run tried to deliver
     delivery_errors: list = field(default_factory=list)
     table_rows: int = 0
@@ -377,6 +378,7 @@ class DetectResult:
             "alerts_sent": self.alerts_sent,
             "alerts_suppressed": self.alerts_suppressed,
             "alerts_pending": self.alerts_pending,
+            "alerts_failed": self.alerts_failed,
             "pending_retried": self.pending_retried,
             "as_of": self.as_of.isoformat() if self.as_of else "",
             "lookback_minutes": self.lookback_minutes,
@@ -428,11 +430,14 @@ def detect_event_anomalies(
         link=link,
         log=log,
     )
-    if result.alerts_pending:
-        (warn or _log.warning)(
-            f"{result.alerts_pending} alert(s) could not be delivered and stay pending "
-            f"(the next run retries them): {result.delivery_errors[:5]}"
-        )
+    if result.alerts_pending or result.alerts_failed:
+        parts = []
+        if result.alerts_pending:
+            parts.append(f"{result.alerts_pending} alert(s) could not be delivered and stay pending (the next run retries them)")
+        if result.alerts_failed:
+            parts.append(f"{result.alerts_failed} alert(s) failed for good on a permanent Slack error "
+                         f"(notice posted to {settings.slack_default_channel})")
+        (warn or _log.warning)(f"{'; '.join(parts)}: {result.delivery_errors[:5]}")
     return result
 
 
@@ -649,7 +654,6 @@ def _deliver_pending(
     """Post every 'pending' alert of the table (new and earlier ones), one message per
     window; mark the delivered ones 'sent', count an attempt on the others."""
     pending = warehouse.run_file("mixpanel/pending_alerts", {}, dataset=dataset, anomalies=ANOMALIES_TABLE)
-    updates = []
     for rec in pending.to_dict("records"):
         start = _ts(rec["window_start"])
         key = (str(rec["event_name"]), start)
@@ -680,15 +684,26 @@ def _deliver_pending(
             delivery_attempts=to_int(rec["delivery_attempts"]) + 1,
             sample=json.dumps(sample, ensure_ascii=False),
         )
+        channel = rec["channel"] or default_channel
         if delivery.delivered:
             row.update(alert_status=R.STATUS_SENT, alerted_at=clock(), last_error=None)
             result.alerts_sent += 1
             say(f"alert sent: {key[0]} {start:%Y-%m-%d %H:%M} UTC to {delivery.destination}")
+        elif R.give_up_on_alert(row["delivery_attempts"], getattr(delivery, "permanent", False)):
+            row.update(alert_status=R.STATUS_FAILED, alerted_at=None, last_error=str(delivery.error)[:500])
+            result.alerts_failed += 1
+            result.delivery_errors.append(f"{key[0]} {start:%Y-%m-%d %H:%M}: {delivery.error} (failed)")
+            say(f"alert FAILED for good after {row['delivery_attempts']} attempts: {key[0]} {start:%Y-%m-%d %H:%M} UTC: {delivery.error}")
         else:
             row.update(alert_status=R.STATUS_PENDING, alerted_at=None, last_error=str(delivery.error)[:500])
             result.alerts_pending += 1
             result.delivery_errors.append(f"{key[0]} {start:%Y-%m-%d %H:%M}: {delivery.error}")
             say(f"alert NOT delivered (stays pending): {key[0]} {start:%Y-%m-%d %H:%M} UTC: {delivery.error}")
-        updates.append(row)
-    if updates:
-        _load_anomalies(warehouse, dataset, updates, mode="merge", preserve_on_update=("detected_at",))
+        # Recorded at once, alert by alert: a crash or a run retry after Slack accepted a
+        # message never posts it again.
+        _load_anomalies(warehouse, dataset, [row], mode="merge", preserve_on_update=("detected_at",))
+        if row["alert_status"] == R.STATUS_FAILED:
+            notice = R.failed_alert_notice(key[0], start, channel, str(delivery.error), row["delivery_attempts"],
+                                           f"{dataset}.{ANOMALIES_TABLE}")
+            if not slack.post_message(notice, channel=default_channel).delivered:
+                say(f"the notice of the failed alert could not be posted to {default_channel} either")

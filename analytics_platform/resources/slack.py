@@ -52,6 +52,27 @@ class SlackDelivery:
     destination: str
     error: Optional[str] = None
     ts: Optional[str] = None
+    # True when retrying cannot help (unknown channel, bot not in it, revoked token, a
+    # webhook that no longer exists): the caller gives up after a few attempts.
+    permanent: bool = False
+
+
+# Slack Web API error codes that no retry fixes (https://api.slack.com/methods/chat.postMessage#errors)
+PERMANENT_SLACK_ERRORS = frozenset({
+    "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed",
+    "token_revoked", "token_expired", "account_inactive", "missing_scope", "no_permission",
+    "restricted_action", "team_access_not_granted", "invalid_channel", "org_login_required",
+    # incoming webhooks (https://api.slack.com/messaging/webhooks#handling_errors)
+    "no_service", "no_active_hooks", "action_prohibited", "channel_is_archived", "invalid_token",
+    "posting_to_general_channel_denied", "team_disabled", "user_not_found",
+})
+
+
+def is_permanent_slack_error(status: Optional[int], code: Optional[str]) -> bool:
+    """A delivery error that no retry fixes: a known permanent code, or a 4xx other than 429."""
+    if code and code.strip().lower() in PERMANENT_SLACK_ERRORS:
+        return True
+    return status is not None and 400 <= status < 500 and status != 429
 
 
 class _RedactingFilter(logging.Filter):
@@ -198,15 +219,18 @@ class SlackResource(SlackService):
             response = self._get_client().send(text=text, blocks=blocks)
             if response.status_code == 200:
                 return SlackDelivery(True, "webhook", None, None)
-            error = f"HTTP {response.status_code}: {str(response.body)[:200]}"
+            status, code = response.status_code, str(response.body or "").strip()[:200]
+            error = f"HTTP {status}: {code}"
         except SlackApiError as exc:
             data = exc.response.data if exc.response is not None else None
             code = data.get("error") if isinstance(data, dict) else None
             status = exc.response.status_code if exc.response is not None else None
             error = code if status == 200 and code else f"HTTP {status}" + (f": {code}" if code else "")
         except Exception as exc:  # noqa: BLE001 - connection errors after retries, timeouts ...
+            status, code = None, None
             error = f"{type(exc).__name__}: {exc}"
         error = self._redact(error)
         destination = target if mode == "bot" else "webhook"
-        _log.warning(f"Slack message to {destination} not delivered: {error}")
-        return SlackDelivery(False, destination, error, None)
+        permanent = is_permanent_slack_error(status, code)
+        _log.warning(f"Slack message to {destination} not delivered{' (permanent)' if permanent else ''}: {error}")
+        return SlackDelivery(False, destination, error, None, permanent)

@@ -115,3 +115,49 @@ def test_no_events_no_anomalies(duckdb_warehouse, slack_stub, slack):
     assert meta["new_anomalies"] == 0 and meta["dagster/row_count"] == 0
     assert meta["windows_examined"] == 60 + 12  # NPE: 60 one-minute windows, purchase_failed: 12 five-minute ones
     assert slack_stub.messages == []
+
+
+def test_a_permanent_slack_error_fails_the_alert_after_three_attempts_with_one_notice(duckdb_warehouse, slack_stub, slack):
+    """Issue 14.7: `channel_not_found` is permanent: the alert stays 'pending' for two
+    attempts, is marked 'failed' on the third with one notice to SLACK_DEFAULT_CHANNEL, and
+    is never retried again."""
+    slack_stub.channels.pop("alerts-errors")  # the configured channel was deleted
+    seed_events_table(duckdb_warehouse, burst(NPE, ts("2024-06-05T10:01:00"), 6))
+    statuses = []
+    for _ in range(4):
+        materialize_anomalies(duckdb_warehouse, slack, "2024-06-05T10:05:30Z")
+        (row,) = anomaly_rows(duckdb_warehouse).to_dict("records")
+        statuses.append((row["alert_status"], row["delivery_attempts"]))
+    assert statuses == [("pending", 1), ("pending", 2), ("failed", 3), ("failed", 3)]
+    attempts = [r for r in slack_stub.requests if r.get("channel") == "#alerts-errors"]
+    assert len(attempts) == 3
+    (notice,) = slack_stub.messages_in("#data-alerts")
+    assert NPE in notice["text"] and "channel_not_found" in notice["text"] and "failed" in notice["text"]
+
+
+def test_each_alert_is_recorded_sent_as_soon_as_slack_accepts_it(duckdb_warehouse, slack_stub, slack, monkeypatch):
+    """Issue 14.7: a crash after Slack accepted the first of two alerts (here: the write of
+    the second one fails) does not post the first one again on the re-run."""
+    from analytics_platform.mixpanel import store
+
+    seed_events_table(
+        duckdb_warehouse,
+        burst(NPE, ts("2024-06-05T10:01:00"), 6) + burst(PURCHASE, ts("2024-06-05T10:00:00"), 4),
+    )
+    real_load = store._load_anomalies
+    writes = {"sent": 0}
+
+    def crash_on_the_second_sent_record(warehouse, dataset, rows, **kwargs):
+        if kwargs.get("mode") == "merge" and rows and rows[0].get("alert_status") == "sent":
+            writes["sent"] += 1
+            if writes["sent"] == 2:
+                raise RuntimeError("process killed")
+        return real_load(warehouse, dataset, rows, **kwargs)
+
+    monkeypatch.setattr(store, "_load_anomalies", crash_on_the_second_sent_record)
+    crashed = materialize_anomalies(duckdb_warehouse, slack, "2024-06-05T10:05:30Z", raise_on_error=False)
+    assert not crashed.success and len(slack_stub.messages) == 2
+    monkeypatch.setattr(store, "_load_anomalies", real_load)
+    materialize_anomalies(duckdb_warehouse, slack, "2024-06-05T10:05:30Z")
+    assert len(slack_stub.messages) == 3  # only the alert whose 'sent' was not recorded again
+    assert set(anomaly_rows(duckdb_warehouse)["alert_status"]) == {"sent"}
