@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Optional, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -58,11 +59,6 @@ def sql(name: str) -> str:
 
 class MissingInputs(RuntimeError):
     """An input of the asset is missing; retrying will not help (the message says what to do)."""
-
-
-class Logger(Protocol):
-    def info(self, msg: str, *args: Any) -> Any: ...
-    def warning(self, msg: str, *args: Any) -> Any: ...
 
 
 def ensure_schema(conn: sa.Connection) -> None:
@@ -374,7 +370,7 @@ def extract_events(
     max_documents: Optional[int],
     reread_overlap_minutes: int,
     count_untimed: bool,
-    log: Logger,
+    log: logging.Logger,
 ) -> ExtractionResult:
     """Read the Firestore event documents after the stored cursor (all of them with
     ``full_refresh``; from ``reread_overlap_minutes`` before it when > 0), page by page; each
@@ -482,7 +478,7 @@ class MilestonesResult(PartitionResult):
 
 
 def write_signals_partition(
-    app_db: AppDatabase, day: dt.date, users: Optional[list[str]], log: Logger
+    app_db: AppDatabase, day: dt.date, users: Optional[list[str]], log: logging.Logger
 ) -> SignalsResult:
     """Aggregate (inside PostgreSQL), evaluate the signal rules and replace the partition's
     rows of ``user_engagement_signals`` and ``user_engagement_aggregates`` (only ``users``'
@@ -513,7 +509,7 @@ def write_signals_partition(
 
 
 def write_milestones_partition(
-    app_db: AppDatabase, day: dt.date, users: Optional[list[str]], log: Logger
+    app_db: AppDatabase, day: dt.date, users: Optional[list[str]], log: logging.Logger
 ) -> MilestonesResult:
     """Evaluate the milestone rules on the partition's stored signals and replace the
     partition's rows of ``user_milestones`` (only ``users``' when given), in one transaction."""

@@ -27,7 +27,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 import dagster as dg
 import numpy as np
@@ -71,12 +71,6 @@ USER_COLUMNS = [
     "goal_target",
     "goal_nan",
 ]
-
-
-class Logger(Protocol):
-    def info(self, msg: str, *args: Any) -> Any: ...
-    def warning(self, msg: str, *args: Any) -> Any: ...
-    def error(self, msg: str, *args: Any) -> Any: ...
 
 
 class MissingSourceTables(RuntimeError):
@@ -202,7 +196,7 @@ def fetch_inactive_users(conn: sa.Connection, params: RecalcParams, with_session
     return frame
 
 
-def _log_users(log: Logger, level: str, lines: list[str], what: str) -> None:
+def _log_users(log: logging.Logger, level: str, lines: list[str], what: str) -> None:
     emit = getattr(log, level)
     for line in lines[:MAX_USER_LOG_LINES]:
         emit(line)
@@ -215,7 +209,7 @@ def recalculate(
     params: RecalcParams,
     *,
     run_id: Optional[str] = None,
-    log: Optional[Logger] = None,
+    log: Optional[logging.Logger] = None,
     before_write: Optional[Callable[[], None]] = None,
 ) -> RecalcResult:
     """Detect inactive users and write their new P/S into ``weekly_kpi`` (one transaction).
@@ -384,7 +378,7 @@ def alert_already_sent(engine: sa.Engine, alert_key: str) -> bool:
 
 
 def send_high_churn_summary(
-    engine: sa.Engine, result: RecalcResult, slack: SlackResource, run_url: str, log: Logger
+    engine: sa.Engine, result: RecalcResult, slack: SlackResource, run_url: str, log: logging.Logger
 ) -> str:
     """One Slack message for the users whose new S > 0.7; once per (week, as_of, users).
 
