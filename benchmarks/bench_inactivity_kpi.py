@@ -9,7 +9,7 @@ days before as_of), 60 % active, 10 % gone (> 30 days); 10 exam results per lear
 (1M at 100k); a features row, 2 attempts and a session per learner; goals for half of
 them; this week's weekly_kpi row (I_t/E_t/R_t/A_t/P/S) for half of them.
 
-* ``platform``: :func:`analytics_platform.kpis.recalc.recalculate` (one read statement,
+* ``platform``: :func:`analytics_platform.kpis.store.recalculate` (one read statement,
   vectorised models, one upsert statement, one commit).
 * ``baseline``: the old job's shape — the inactive users from one query, then per user a
   query for the scores and the goal, scalar P/S, a read-modify-write of the row and a
@@ -36,12 +36,14 @@ from typing import Optional
 
 import sqlalchemy as sa
 
-from analytics_platform.kpis.recalc import RecalcParams, read_sql, recalculate
+from analytics_platform.common import UTC, read_postgres_sql
+from analytics_platform.kpis.rules import RecalcParams
+from analytics_platform.kpis.store import recalculate
 from benchmarks.harness import Measurement, measure
 
 DEFAULT_SCALES = [100_000]
 NAME = "inactivity_kpi"
-AS_OF = dt.datetime(2024, 6, 6, tzinfo=dt.timezone.utc)
+AS_OF = dt.datetime(2024, 6, 6, tzinfo=UTC)
 WEEK = dt.date(2024, 6, 3)
 DEFAULT_BASELINE_USERS = 2_000
 
@@ -97,9 +99,9 @@ ANALYZE;
 
 
 def seed(engine: sa.Engine, learners: int, exams_per_learner: int = 10) -> dict:
-    sql = SEED_SQL.replace("{create_sources}", read_sql("create_source_tables")).replace(
-        "{create_session}", read_sql("create_session_table")
-    ).replace("{create_weekly_kpi}", read_sql("create_weekly_kpi"))
+    sql = SEED_SQL.replace("{create_sources}", read_postgres_sql("kpis/create_source_tables")).replace(
+        "{create_session}", read_postgres_sql("kpis/create_session_table")
+    ).replace("{create_weekly_kpi}", read_postgres_sql("kpis/create_weekly_kpi"))
     with engine.begin() as conn:
         for statement in [s for s in sql.split(";\n") if s.strip()]:
             conn.execute(

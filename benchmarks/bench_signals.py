@@ -43,6 +43,7 @@ from typing import Optional
 import dagster as dg
 import sqlalchemy as sa
 
+from analytics_platform.common import utc_now
 from analytics_platform.engagement import store
 from benchmarks import signals_reference as reference
 from analytics_platform.engagement.assets import ASSETS, MILESTONES_KEY, SIGNALS_KEY
@@ -170,7 +171,7 @@ def baseline(db: AppDatabase, limit: int) -> tuple[int, float, float, dict]:
                 )
             )
             results[user] = reference.evaluate_user(events, [tuple(g) for g in goals], app_subs, T)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = utc_now()
         signal_cols = ["user_id", "as_of_date", *SIGNAL_FLAGS, *SIGNAL_COUNTS, "computed_at"]
         milestone_cols = ["user_id", "as_of_date", *MILESTONE_FLAGS, "computed_at"]
 

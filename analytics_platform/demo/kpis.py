@@ -24,19 +24,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from analytics_platform.common import UTC, read_postgres_sql, week_start
 from analytics_platform.demo import DemoContext, DemoStep
 from analytics_platform.kpis.assets import run_config
-from analytics_platform.kpis.recalc import read_sql
 
 N_ACTIVE = 40
 N_INACTIVE = 80
 N_GONE = 20
 N_WITH_KPIS = 10
 SOURCES = ("exam", "features", "attempt", "session")
-
-
-def _week_start(day: dt.date) -> dt.date:
-    return day - dt.timedelta(days=day.weekday())
 
 
 def build_rows(ctx: DemoContext) -> dict[str, list[dict[str, Any]]]:
@@ -85,7 +81,7 @@ def build_rows(ctx: DemoContext) -> dict[str, list[dict[str, Any]]]:
             rows["interest_goal"].append({"user_id": user, "target_score": float(rng.choice([60, 70, 75, 80, 90]))})
     for i in range(N_GONE):
         history(f"demo_gone_{i:03d}", rng.uniform(31, 90), 0)
-    week = _week_start(ctx.demo_date)
+    week = week_start(ctx.demo_date)
     for i in range(N_WITH_KPIS):
         user = f"demo_inactive_with_kpis_{i:03d}"
         history(user, rng.uniform(8, 28), rng.randint(1, 4))
@@ -94,7 +90,7 @@ def build_rows(ctx: DemoContext) -> dict[str, list[dict[str, Any]]]:
             "kpis": json.dumps({"I_t": round(rng.random(), 4), "E_t": round(rng.random(), 4),
                                 "R_t": round(rng.random(), 4), "A_t": round(rng.random(), 4),
                                 "P": 0.5, "S": 0.1}),
-            "updated_at": dt.datetime.combine(week, dt.time(1, 0), tzinfo=dt.timezone.utc),
+            "updated_at": dt.datetime.combine(week, dt.time(1, 0), tzinfo=UTC),
         })
     activity("demo_bad_score", "exam", at(12.0), score=104.0)
     return rows
@@ -118,9 +114,9 @@ def seed(ctx: DemoContext) -> None:
     app_db = ctx.resources["app_db"]
     rows = build_rows(ctx)
     with app_db.begin() as conn:
-        conn.exec_driver_sql(read_sql("create_source_tables"))
-        conn.exec_driver_sql(read_sql("create_session_table"))
-        conn.exec_driver_sql(read_sql("create_weekly_kpi"))
+        conn.exec_driver_sql(read_postgres_sql("kpis/create_source_tables"))
+        conn.exec_driver_sql(read_postgres_sql("kpis/create_session_table"))
+        conn.exec_driver_sql(read_postgres_sql("kpis/create_weekly_kpi"))
         for table, insert in _INSERTS.items():
             column = _USER_COLUMN.get(table, "user_id")
             conn.execute(sa.text(f"DELETE FROM {table} WHERE {column} LIKE 'demo\\_%'"))

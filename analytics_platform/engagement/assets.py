@@ -1,20 +1,27 @@
 """Assets of the engagement domain (specs/signals.md): incremental Firestore extraction into
 the application PostgreSQL, then daily engagement signals and goal milestones.
 
-Thin wiring: validation is in ``extraction.py``, the rules in ``rules.py`` (pure), the SQL
-and table I/O in ``store.py`` / ``sql/engagement/postgres``.
+Thin wiring: run config -> one call into ``store.py`` (SQL I/O and each asset's work;
+statements in ``sql/engagement/postgres``), which applies the pure rules of ``rules.py``
+(document validation, signals, milestones) -> ``MaterializeResult`` with the result's
+metadata and the checks of ``checks.py``.
 """
 
 
-import datetime as dt
-from typing import Any, Optional
+import contextlib
+from typing import Iterator, Optional
 
 import dagster as dg
 from pydantic import Field
 
-from analytics_platform.common import daily_partitions, partition_day, utc_now
-from analytics_platform.engagement import rules, store
-from analytics_platform.engagement.extraction import split_documents
+from analytics_platform.common import daily_partitions, partition_day
+from analytics_platform.engagement import checks, rules, store
+from analytics_platform.engagement.checks import (
+    CHECK_IMPLY_GOAL,
+    CHECK_MATCHES_SIGNALS,
+    CHECK_ONE_ROW,
+    CHECK_VALID_DOCUMENTS,
+)
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.resources.firestore import FirestoreResource
 
@@ -35,11 +42,6 @@ MILESTONES_OP = "app_db__user_milestones"
 # every asset of this domain is safe to re-run, so transient failures (Firestore, PostgreSQL)
 # are retried with exponential backoff and jitter
 RETRY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-
-CHECK_VALID_DOCUMENTS = "documents_valid"
-CHECK_ONE_ROW = "one_row_per_user_and_date"
-CHECK_MATCHES_SIGNALS = "same_users_as_signals"
-CHECK_IMPLY_GOAL = "milestones_imply_goal_setting"
 
 # ------------------------------------------------------------------------------ sources
 _GOAL_TABLE_TEXT = {
@@ -135,79 +137,17 @@ def firestore_app_usage_events(
     Re-run safety: a re-run starts from the committed cursor and upserts by document path, so
     a crashed, repeated or `full_refresh` run never duplicates or loses an event.
     """
-    now = utc_now()
-    with app_db.begin() as conn:
-        store.ensure_schema(conn)
-        stored = store.read_cursor(conn, firestore.source_name)
-    after = None if config.full_refresh else stored
-    since = None
-    if after is not None and config.reread_overlap_minutes > 0:
-        since = after.timestamp - dt.timedelta(minutes=config.reread_overlap_minutes)
-        after = None
-    context.log.info(
-        f"Reading {firestore.describe()} "
-        + (f"after {stored.timestamp.isoformat()}" if after else ("from " + since.isoformat() if since else "from the start"))
+    result = store.extract_events(
+        app_db,
+        firestore,
+        full_refresh=config.full_refresh,
+        page_size=config.page_size,
+        max_documents=config.max_documents,
+        reread_overlap_minutes=config.reread_overlap_minutes,
+        count_untimed=config.count_untimed,
+        log=context.log,
     )
-
-    totals = store.PageCounts()
-    documents_read = out_of_scope = pages = 0
-    cursor = stored
-    for page in firestore.iter_event_pages(
-        after, since=since, until=now, page_size=config.page_size, max_documents=config.max_documents
-    ):
-        split = split_documents(page.documents, firestore.root_collection, firestore.events_subcollection)
-        with app_db.begin() as conn:
-            counts = store.write_page(conn, firestore.source_name, split, page.cursor, len(page.documents), now)
-            cursor = store.read_cursor(conn, firestore.source_name)
-        totals.add(counts)
-        documents_read += len(page.documents)
-        out_of_scope += split.out_of_scope
-        pages += 1
-        for reject in split.rejects[:5]:
-            context.log.warning(f"Rejected {reject['document_path']}: {reject['reasons']}")
-
-    untimed = firestore.count_untimed_documents(until=now) if config.count_untimed else None
-    with app_db.begin() as conn:
-        total_rows = store.table_count(conn, store.EVENTS_TABLE)
-        rejects_total = store.table_count(conn, store.REJECTS_TABLE)
-    if totals.rejected:
-        context.log.warning(
-            f"{totals.rejected} document(s) with a missing or ill-typed field were skipped and "
-            f"quarantined in {store.REJECTS_TABLE}."
-        )
-    if untimed and untimed.without_valid_timestamp:
-        context.log.warning(
-            f"{untimed.without_valid_timestamp} document(s) of the collection group have no valid "
-            "`timestamp` and cannot be read incrementally (see docs/engagement.md)."
-        )
-    metadata: dict[str, Any] = {
-        "dagster/row_count": total_rows,
-        "documents_read": documents_read,
-        "pages": pages,
-        "inserted": totals.inserted,
-        "updated": totals.updated,
-        "unchanged": totals.unchanged,
-        "rejected": totals.rejected,
-        "out_of_scope": out_of_scope,
-        "rejects_total": rejects_total,
-        "full_refresh": config.full_refresh,
-        "source": firestore.describe(),
-        "cursor_timestamp": cursor.timestamp.isoformat() if cursor else "",
-    }
-    if untimed is not None:
-        metadata["without_valid_timestamp"] = untimed.without_valid_timestamp
-        metadata["future_dated"] = untimed.future_dated
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=CHECK_VALID_DOCUMENTS,
-                passed=totals.rejected == 0,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"rejected": totals.rejected, "documents_read": documents_read},
-            )
-        ],
-    )
+    return dg.MaterializeResult(metadata=result.metadata(), check_results=[checks.documents_valid(result)])
 
 
 # ------------------------------------------------------------------------------ signals
@@ -221,45 +161,13 @@ class UserIdsConfig(dg.Config):
     )
 
 
-def _requested_users(config: UserIdsConfig) -> Optional[list[str]]:
-    if config.user_ids is None:
-        return None
-    users = sorted({u.strip() for u in config.user_ids if u and u.strip()})
-    if not users:
-        raise dg.Failure("user_ids is empty: omit it to recompute the whole partition.", allow_retries=False)
-    return users
-
-
-def _require_goal_tables(app_db: AppDatabase) -> None:
-    with app_db.connect() as conn:
-        missing = store.missing_goal_tables(conn)
-    if missing:
-        raise dg.Failure(
-            f"The application database lacks the goal tables {', '.join(missing)}. They belong to "
-            "the application (check APP_DATABASE_URL); locally, seed them with "
-            "`python -m analytics_platform.demo --domain engagement`.",
-            allow_retries=False,
-        )
-
-
-def _one_row_check(
-    app_db: AppDatabase, table: str, day: dt.date, expected_users: Optional[int]
-) -> dg.AssetCheckResult:
-    with app_db.connect() as conn:
-        stats = store.partition_stats(conn, table, day)
-    passed = stats.rows == stats.distinct_users and stats.empty_user_ids == 0
-    if expected_users is not None:
-        passed = passed and stats.rows == expected_users
-    metadata = {
-        "rows": stats.rows,
-        "distinct_users": stats.distinct_users,
-        "empty_user_ids": stats.empty_user_ids,
-    }
-    if expected_users is not None:
-        metadata["users_evaluated"] = expected_users
-    return dg.AssetCheckResult(
-        check_name=CHECK_ONE_ROW, passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata
-    )
+@contextlib.contextmanager
+def _fail_without_retry() -> Iterator[None]:
+    """An invalid request or a missing input fails the run for good (no retry policy)."""
+    try:
+        yield
+    except (rules.InvalidRunRequest, store.MissingInputs) as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
 
 
 PARTITIONS = daily_partitions()
@@ -299,38 +207,10 @@ def user_engagement_signals(
     inserted again in one transaction, and the result depends only on D and the data, so a
     re-run or backfill replaces rather than duplicates; readers never see a half-written day.
     """
-    day = partition_day(context.partition_key)
-    as_of = rules.as_of_for_day(day)
-    users = _requested_users(config)
-    _require_goal_tables(app_db)
-    computed_at = utc_now()
-    with app_db.begin() as conn:
-        store.ensure_schema(conn)
-        store.write_aggregates(conn, as_of, day, computed_at, users)  # set-based, inside PostgreSQL
-        aggregates = store.read_aggregates(conn, day, users)
-        signals = rules.compute_signals(aggregates)
-        written = store.replace_partition_rows(conn, store.SIGNALS_TABLE, signals, day, computed_at, users)
-    check = _one_row_check(app_db, store.SIGNALS_TABLE, day, None if users else len(signals))
-    with app_db.connect() as conn:
-        partition_rows = store.partition_stats(conn, store.SIGNALS_TABLE, day).rows
-    context.log.info(
-        f"Signals as of {as_of.isoformat()}: {len(signals)} user(s) evaluated"
-        + (f" of {len(users)} requested" if users else "")
-    )
-    metadata: dict[str, Any] = {
-        "dagster/row_count": partition_rows,
-        "as_of": as_of.isoformat(),
-        "mode": "user_ids" if users else "partition",
-        "users_evaluated": len(signals),
-        "rows_written": written.inserted,
-        "rows_replaced": written.deleted,
-        **{f"true_{flag}": int(signals[flag].sum()) for flag in rules.SIGNAL_FLAGS},
-        "events_counted": int(signals["event_count"].sum()),
-    }
-    if users:
-        metadata["users_requested"] = len(users)
-        metadata["users_without_goal_or_event"] = len(set(users) - set(signals["user_id"]))
-    return dg.MaterializeResult(metadata=metadata, check_results=[check])
+    with _fail_without_retry():
+        users = rules.requested_users(config.user_ids)
+        result = store.write_signals_partition(app_db, partition_day(context.partition_key), users, context.log)
+    return dg.MaterializeResult(metadata=result.metadata(), check_results=checks.signals_checks(result))
 
 
 @dg.asset(
@@ -375,60 +255,10 @@ def user_milestones(
     inserted again in one transaction; the result depends only on D, the stored signals and
     the data, so re-runs and backfills replace rather than duplicate.
     """
-    day = partition_day(context.partition_key)
-    as_of = rules.as_of_for_day(day)
-    users = _requested_users(config)
-    computed_at = utc_now()
-    with app_db.begin() as conn:
-        store.ensure_schema(conn)
-        inputs = store.load_milestone_inputs(conn, day, users)
-        if not inputs.empty and not inputs["aggregates_found"].all():
-            raise dg.Failure(
-                f"{int((~inputs['aggregates_found']).sum())} signals row(s) of {day.isoformat()} have no "
-                f"row in {store.AGGREGATES_TABLE}: re-materialize app_db/user_engagement_signals for this "
-                "partition (it writes both in one transaction).",
-                allow_retries=False,
-            )
-        milestones = rules.compute_milestones(inputs)
-        written = store.replace_partition_rows(conn, store.MILESTONES_TABLE, milestones, day, computed_at, users)
-    if inputs.empty:
-        context.log.warning(
-            f"No signals rows for {day.isoformat()}"
-            + (" and these users" if users else "")
-            + ": materialize app_db/user_engagement_signals for this partition first."
-        )
-    with app_db.connect() as conn:
-        stats = store.partition_stats(conn, store.MILESTONES_TABLE, day)
-        without_goal = store.milestones_without_goal_setting(conn, day)
-        only_milestones, only_signals = store.milestone_users_not_in_signals(conn, day)
-    checks = [
-        _one_row_check(app_db, store.MILESTONES_TABLE, day, None),
-        dg.AssetCheckResult(
-            check_name=CHECK_MATCHES_SIGNALS,
-            passed=only_milestones == 0 and only_signals == 0,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"milestone_rows_without_signals": only_milestones, "signals_rows_without_milestones": only_signals},
-        ),
-        dg.AssetCheckResult(
-            check_name=CHECK_IMPLY_GOAL,
-            passed=without_goal == 0,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"rows_with_milestone_but_no_goal_setting": without_goal},
-        ),
-    ]
-    metadata: dict[str, Any] = {
-        "dagster/row_count": stats.rows,
-        "as_of": as_of.isoformat(),
-        "mode": "user_ids" if users else "partition",
-        "users_evaluated": len(milestones),
-        "rows_written": written.inserted,
-        "rows_replaced": written.deleted,
-        **{f"true_{flag}": int(milestones[flag].sum()) for flag in rules.MILESTONE_FLAGS},
-    }
-    if users:
-        metadata["users_requested"] = len(users)
-        metadata["users_without_signals_row"] = len(set(users) - set(milestones["user_id"]))
-    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+    with _fail_without_retry():
+        users = rules.requested_users(config.user_ids)
+        result = store.write_milestones_partition(app_db, partition_day(context.partition_key), users, context.log)
+    return dg.MaterializeResult(metadata=result.metadata(), check_results=checks.milestones_checks(result))
 
 
 ASSETS = [*SOURCE_SPECS, firestore_app_usage_events, user_engagement_signals, user_milestones]

@@ -7,6 +7,7 @@ import datetime as dt
 
 import dagster as dg
 
+from analytics_platform.common import UTC
 from analytics_platform.engagement.assets import EXTRACTED_EVENTS_KEY, MILESTONES_KEY, SIGNALS_KEY
 
 engagement_daily_job = dg.define_asset_job(
@@ -25,7 +26,7 @@ DAILY_CRON = "30 1 * * *"
 
 def partition_for(scheduled: dt.datetime) -> str:
     """The partition a run scheduled at ``scheduled`` computes: the previous UTC day."""
-    scheduled = scheduled.astimezone(dt.timezone.utc)
+    scheduled = scheduled.astimezone(UTC)
     return (scheduled.date() - dt.timedelta(days=1)).isoformat()
 
 

@@ -1,8 +1,10 @@
-"""PostgreSQL I/O of the engagement domain (no Dagster): schema, extraction pages with
-their cursor, set-based aggregates, and transactional partition replacement.
+"""PostgreSQL I/O of the engagement domain: schema, extraction pages with their cursor,
+set-based aggregates, transactional partition replacement, the reads of the checks — and
+the orchestration of each asset's work (:func:`extract_events`, :func:`compute_signals`,
+:func:`compute_milestones`), returning result dataclasses with ``.metadata()``.
 
-Every function takes an open SQLAlchemy ``Connection`` inside the caller's transaction
-(``with app_db.begin() as conn``) unless it says otherwise, so the caller decides what is
+The SQL functions take an open SQLAlchemy ``Connection`` inside the caller's transaction
+(``with app_db.begin() as conn``) unless they say otherwise, so the caller decides what is
 atomic. Statements live in ``analytics_platform/sql/engagement/postgres/*.sql``.
 """
 
@@ -10,20 +12,28 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
-from analytics_platform.engagement.extraction import SplitDocuments
-from analytics_platform.engagement.rules import AGGREGATE_COLUMNS, MILESTONE_COLUMNS, SIGNAL_COLUMNS, WEEK
-from analytics_platform.common import read_postgres_sql
-from analytics_platform.resources.firestore import EventCursor
-from analytics_platform.common import read_sql
+from analytics_platform.common import UTC, read_postgres_sql, render_sql, utc_now
+from analytics_platform.engagement import rules
+from analytics_platform.engagement.rules import (
+    AGGREGATE_COLUMNS,
+    MILESTONE_COLUMNS,
+    SIGNAL_COLUMNS,
+    SplitDocuments,
+    split_documents,
+    week_boundaries,
+)
+from analytics_platform.resources.app_db import AppDatabase
+from analytics_platform.resources.firestore import EventCursor, FirestoreResource, UntimedCounts
 
 EVENTS_TABLE = "firestore_app_usage_events"
 REJECTS_TABLE = "firestore_app_usage_event_rejects"
@@ -42,9 +52,13 @@ _OUTPUT_COLUMNS = {
 
 
 def sql(name: str) -> str:
-    """The statement of ``sql/engagement/postgres/<name>.sql`` without its comments: a
-    ``:user_ids`` named in a comment would be bound there too (see ``strip_sql_comments``)."""
+    """``read_postgres_sql("engagement/postgres/<name>")``: the statement without its
+    comments (a ``:user_ids`` named in a comment would be bound there too)."""
     return read_postgres_sql(f"engagement/postgres/{name}")
+
+
+class MissingInputs(RuntimeError):
+    """An input of the asset is missing; retrying will not help (the message says what to do)."""
 
 
 def ensure_schema(conn: sa.Connection) -> None:
@@ -61,22 +75,18 @@ def missing_goal_tables(conn: sa.Connection) -> list[str]:
     return [
         name
         for name in GOAL_TABLES
-        if not conn.execute(sa.text("SELECT to_regclass(:n) IS NOT NULL"), {"n": f"public.{name}"}).scalar()
+        if not conn.execute(sa.text(sql("check_table_exists")), {"n": f"public.{name}"}).scalar()
     ]
 
 
 # ---------------------------------------------------------------------------- extraction
 def read_cursor(conn: sa.Connection, source: str, for_update: bool = False) -> Optional[EventCursor]:
-    row = conn.execute(
-        sa.text(
-            f"SELECT cursor_timestamp, cursor_document_path FROM {CURSORS_TABLE} WHERE source = :source"
-            + (" FOR UPDATE" if for_update else "")
-        ),
-        {"source": source},
-    ).first()
+    lock = sql("lock_selected_rows") if for_update else ""
+    statement = render_sql(sql("select_extraction_cursor"), fragments={"lock_selected_rows": lock})
+    row = conn.execute(sa.text(statement), {"source": source}).first()
     if row is None:
         return None
-    return EventCursor(row[0].astimezone(dt.timezone.utc), row[1])
+    return EventCursor(row[0].astimezone(UTC), row[1])
 
 
 @dataclass
@@ -91,32 +101,6 @@ class PageCounts:
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.rejected += other.rejected
-
-
-_UPSERT_EVENTS = f"""
-INSERT INTO {EVENTS_TABLE} AS t
-    (document_path, user_id, event_id, app_id, foreground_time_ms, session_id, event_timestamp, extracted_at)
-VALUES %s
-ON CONFLICT (document_path) DO UPDATE SET
-    user_id = EXCLUDED.user_id, event_id = EXCLUDED.event_id, app_id = EXCLUDED.app_id,
-    foreground_time_ms = EXCLUDED.foreground_time_ms, session_id = EXCLUDED.session_id,
-    event_timestamp = EXCLUDED.event_timestamp, extracted_at = EXCLUDED.extracted_at
-WHERE (t.user_id, t.event_id, t.app_id, t.foreground_time_ms, t.session_id, t.event_timestamp)
-      IS DISTINCT FROM
-      (EXCLUDED.user_id, EXCLUDED.event_id, EXCLUDED.app_id, EXCLUDED.foreground_time_ms,
-       EXCLUDED.session_id, EXCLUDED.event_timestamp)
-RETURNING (xmax = 0) AS inserted
-"""
-
-_UPSERT_REJECTS = f"""
-INSERT INTO {REJECTS_TABLE} AS r
-    (document_path, user_id, event_id, reasons, raw_fields, event_timestamp, first_seen_at, last_seen_at)
-VALUES %s
-ON CONFLICT (document_path) DO UPDATE SET
-    user_id = EXCLUDED.user_id, event_id = EXCLUDED.event_id, reasons = EXCLUDED.reasons,
-    raw_fields = EXCLUDED.raw_fields, event_timestamp = EXCLUDED.event_timestamp,
-    last_seen_at = EXCLUDED.last_seen_at
-"""
 
 
 def _dbapi_cursor(conn: sa.Connection):
@@ -143,7 +127,7 @@ def write_page(
         if valid:
             returned = execute_values(
                 cur,
-                _UPSERT_EVENTS,
+                sql("upsert_events"),
                 [
                     (r["document_path"], r["user_id"], r["event_id"], r["app_id"], r["foreground_time_ms"],
                      r["session_id"], r["event_timestamp"], now)
@@ -155,14 +139,11 @@ def write_page(
             counts.inserted = sum(1 for (inserted,) in returned if inserted)
             counts.updated = len(returned) - counts.inserted
             counts.unchanged = len(valid) - len(returned)
-            cur.execute(
-                f"DELETE FROM {REJECTS_TABLE} WHERE document_path = ANY(%s)",
-                ([r["document_path"] for r in valid],),
-            )
+            conn.execute(sa.text(sql("delete_rejects_by_path")), {"paths": [r["document_path"] for r in valid]})
         if rejects:
             execute_values(
                 cur,
-                _UPSERT_REJECTS,
+                sql("upsert_rejects"),
                 [
                     (r["document_path"], r["user_id"], r["event_id"], r["reasons"], r["raw_fields"],
                      r["event_timestamp"], now, now)
@@ -171,10 +152,7 @@ def write_page(
                 page_size=len(rejects),
             )
             # a document that was valid before and is invalid now leaves the events table
-            cur.execute(
-                f"DELETE FROM {EVENTS_TABLE} WHERE document_path = ANY(%s)",
-                ([r["document_path"] for r in rejects],),
-            )
+            conn.execute(sa.text(sql("delete_events_by_path")), {"paths": [r["document_path"] for r in rejects]})
     finally:
         cur.close()
     advance_cursor(conn, source, cursor, documents_read, now)
@@ -189,18 +167,7 @@ def advance_cursor(
     stored = read_cursor(conn, source, for_update=True)
     target = cursor if stored is None or cursor.key() > stored.key() else stored
     conn.execute(
-        sa.text(
-            f"""
-            INSERT INTO {CURSORS_TABLE} AS c
-                (source, cursor_timestamp, cursor_document_path, documents_read_total, updated_at)
-            VALUES (:source, :ts, :path, :n, :now)
-            ON CONFLICT (source) DO UPDATE SET
-                cursor_timestamp = EXCLUDED.cursor_timestamp,
-                cursor_document_path = EXCLUDED.cursor_document_path,
-                documents_read_total = c.documents_read_total + EXCLUDED.documents_read_total,
-                updated_at = EXCLUDED.updated_at
-            """
-        ),
+        sa.text(sql("upsert_extraction_cursor")),
         {"source": source, "ts": target.timestamp, "path": target.path, "n": documents_read, "now": now},
     )
     return target
@@ -209,7 +176,7 @@ def advance_cursor(
 def table_count(conn: sa.Connection, table: str) -> int:
     if table not in (EVENTS_TABLE, REJECTS_TABLE, SIGNALS_TABLE, MILESTONES_TABLE, AGGREGATES_TABLE):
         raise ValueError(f"unknown table {table}")
-    return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar())
+    return int(conn.execute(sa.text(render_sql(sql("count_table_rows"), table=table))).scalar())
 
 
 # ---------------------------------------------------------------------------- rules inputs
@@ -245,21 +212,15 @@ def copy_out(conn: sa.Connection, statement: str, params: dict, string_columns: 
     return table.to_pandas()
 
 
-def week_boundaries(as_of: dt.datetime) -> dict[str, dt.datetime]:
-    """``b1`` .. ``b10`` = T − 7k days: week k is [b(k+1), b(k)) with b0 = T."""
-    return {f"b{k}": as_of - k * WEEK for k in range(1, 11)}
-
-
 def _delete_partition(conn: sa.Connection, table: str, as_of_date: dt.date, user_ids: Optional[Sequence[str]]) -> int:
     if table not in _OUTPUT_COLUMNS:
         raise ValueError(f"unknown table {table}")
-    if user_ids is None:
-        result = conn.execute(sa.text(f"DELETE FROM {table} WHERE as_of_date = :d"), {"d": as_of_date})
-    else:
-        result = conn.execute(
-            sa.text(f"DELETE FROM {table} WHERE as_of_date = :d AND user_id = ANY(:ids)"),
-            {"d": as_of_date, "ids": list(user_ids)},
-        )
+    only = sql("only_user_ids") if user_ids is not None else ""
+    statement = render_sql(sql("delete_partition_rows"), fragments={"only_user_ids": only}, table=table)
+    params: dict[str, Any] = {"d": as_of_date}
+    if user_ids is not None:
+        params["ids"] = list(user_ids)
+    result = conn.execute(sa.text(statement), params)
     return int(result.rowcount or 0)
 
 
@@ -275,12 +236,7 @@ def write_aggregates(
     set-based statement, ``sql/engagement/postgres/user_aggregates.sql``). Returns the rows."""
     conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
     _delete_partition(conn, AGGREGATES_TABLE, as_of_date, user_ids)
-    columns = ", ".join((*AGGREGATE_COLUMNS, "as_of_date", "computed_at"))
-    statement = (
-        f"INSERT INTO {AGGREGATES_TABLE} ({columns}) "
-        "SELECT q.*, CAST(:as_of_date AS date), CAST(:computed_at AS timestamptz) "
-        f"FROM (\n{sql('user_aggregates')}\n) AS q"
-    )
+    statement = render_sql(sql("insert_user_aggregates"), fragments={"user_aggregates": sql("user_aggregates")})
     result = conn.execute(
         sa.text(statement),
         {"as_of": as_of, "as_of_date": as_of_date, "computed_at": computed_at,
@@ -293,11 +249,7 @@ def read_aggregates(
     conn: sa.Connection, as_of_date: dt.date, user_ids: Optional[Sequence[str]] = None
 ) -> pd.DataFrame:
     """The partition's aggregates (rules.AGGREGATE_COLUMNS), one row per evaluated user."""
-    statement = (
-        f"SELECT {', '.join(AGGREGATE_COLUMNS)} FROM {AGGREGATES_TABLE} "
-        "WHERE as_of_date = CAST(:as_of_date AS date) AND (:all_users OR user_id = ANY(:user_ids))"
-    )
-    return copy_out(conn, statement, {"as_of_date": as_of_date, **_user_params(user_ids)})
+    return copy_out(conn, sql("select_user_aggregates"), {"as_of_date": as_of_date, **_user_params(user_ids)})
 
 
 def load_milestone_inputs(
@@ -329,7 +281,7 @@ def replace_partition_rows(
     deleted = _delete_partition(conn, table, as_of_date, user_ids)
     out = frame.sort_values("user_id", kind="stable")  # primary-key order: cheaper index inserts
     out["as_of_date"] = as_of_date
-    out["computed_at"] = computed_at.astimezone(dt.timezone.utc).isoformat()
+    out["computed_at"] = computed_at.astimezone(UTC).isoformat()
     buffer = io.BytesIO()
     pa_csv.write_csv(
         pa.Table.from_pandas(out[list(columns)], preserve_index=False),
@@ -356,41 +308,237 @@ class PartitionStats:
 def partition_stats(conn: sa.Connection, table: str, as_of_date: dt.date) -> PartitionStats:
     if table not in _OUTPUT_COLUMNS:
         raise ValueError(f"unknown table {table}")
-    row = conn.execute(
-        sa.text(
-            f"""SELECT count(*), count(DISTINCT user_id),
-                       count(*) FILTER (WHERE user_id IS NULL OR user_id = '')
-                FROM {table} WHERE as_of_date = :d"""
-        ),
-        {"d": as_of_date},
-    ).one()
+    statement = render_sql(sql("count_partition_rows"), table=table)
+    row = conn.execute(sa.text(statement), {"d": as_of_date}).one()
     return PartitionStats(int(row[0]), int(row[1]), int(row[2]))
 
 
 def milestones_without_goal_setting(conn: sa.Connection, as_of_date: dt.date) -> int:
     """Rows of ``as_of_date`` with a tier milestone but no completed goal setting."""
-    any_tier = " OR ".join(c for c in MILESTONE_COLUMNS if c.startswith("tier"))
-    return int(
-        conn.execute(
-            sa.text(
-                f"SELECT count(*) FROM {MILESTONES_TABLE} "
-                f"WHERE as_of_date = :d AND NOT goal_setting_complete AND ({any_tier})"
-            ),
-            {"d": as_of_date},
-        ).scalar()
-    )
+    return int(conn.execute(sa.text(sql("count_milestones_without_goal_setting")), {"d": as_of_date}).scalar())
 
 
 def milestone_users_not_in_signals(conn: sa.Connection, as_of_date: dt.date) -> tuple[int, int]:
     """(milestone rows without a signals row, signals rows without a milestone row)."""
-    row = conn.execute(
-        sa.text(
-            f"""SELECT
-                  (SELECT count(*) FROM {MILESTONES_TABLE} m WHERE m.as_of_date = :d AND NOT EXISTS
-                     (SELECT 1 FROM {SIGNALS_TABLE} s WHERE s.as_of_date = :d AND s.user_id = m.user_id)),
-                  (SELECT count(*) FROM {SIGNALS_TABLE} s WHERE s.as_of_date = :d AND NOT EXISTS
-                     (SELECT 1 FROM {MILESTONES_TABLE} m WHERE m.as_of_date = :d AND m.user_id = s.user_id))"""
-        ),
-        {"d": as_of_date},
-    ).one()
+    row = conn.execute(sa.text(sql("count_unmatched_milestone_users")), {"d": as_of_date}).one()
     return int(row[0]), int(row[1])
+
+
+# ---------------------------------------------------------------------------- one asset's work
+@dataclass
+class ExtractionResult:
+    """What one run of ``app_db/firestore_app_usage_events`` read and wrote."""
+
+    source: str
+    full_refresh: bool
+    totals: PageCounts
+    documents_read: int = 0
+    out_of_scope: int = 0
+    pages: int = 0
+    cursor: Optional[EventCursor] = None
+    untimed: Optional[UntimedCounts] = None
+    total_rows: int = 0
+    rejects_total: int = 0
+
+    def metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "dagster/row_count": self.total_rows,
+            "documents_read": self.documents_read,
+            "pages": self.pages,
+            "inserted": self.totals.inserted,
+            "updated": self.totals.updated,
+            "unchanged": self.totals.unchanged,
+            "rejected": self.totals.rejected,
+            "out_of_scope": self.out_of_scope,
+            "rejects_total": self.rejects_total,
+            "full_refresh": self.full_refresh,
+            "source": self.source,
+            "cursor_timestamp": self.cursor.timestamp.isoformat() if self.cursor else "",
+        }
+        if self.untimed is not None:
+            metadata["without_valid_timestamp"] = self.untimed.without_valid_timestamp
+            metadata["future_dated"] = self.untimed.future_dated
+        return metadata
+
+
+def extract_events(
+    app_db: AppDatabase,
+    firestore: FirestoreResource,
+    *,
+    full_refresh: bool,
+    page_size: int,
+    max_documents: Optional[int],
+    reread_overlap_minutes: int,
+    count_untimed: bool,
+    log: logging.Logger,
+) -> ExtractionResult:
+    """Read the Firestore event documents after the stored cursor (all of them with
+    ``full_refresh``; from ``reread_overlap_minutes`` before it when > 0), page by page; each
+    page's valid events, rejects and the new cursor commit in one transaction."""
+    now = utc_now()
+    with app_db.begin() as conn:
+        ensure_schema(conn)
+        stored = read_cursor(conn, firestore.source_name)
+    after = None if full_refresh else stored
+    since = None
+    if after is not None and reread_overlap_minutes > 0:
+        since = after.timestamp - dt.timedelta(minutes=reread_overlap_minutes)
+        after = None
+    log.info(
+        f"Reading {firestore.describe()} "
+        + (f"after {stored.timestamp.isoformat()}" if after else ("from " + since.isoformat() if since else "from the start"))
+    )
+
+    result = ExtractionResult(source=firestore.describe(), full_refresh=full_refresh, totals=PageCounts(), cursor=stored)
+    for page in firestore.iter_event_pages(
+        after, since=since, until=now, page_size=page_size, max_documents=max_documents
+    ):
+        split = split_documents(page.documents, firestore.root_collection, firestore.events_subcollection)
+        with app_db.begin() as conn:
+            counts = write_page(conn, firestore.source_name, split, page.cursor, len(page.documents), now)
+            result.cursor = read_cursor(conn, firestore.source_name)
+        result.totals.add(counts)
+        result.documents_read += len(page.documents)
+        result.out_of_scope += split.out_of_scope
+        result.pages += 1
+        for reject in split.rejects[:5]:
+            log.warning(f"Rejected {reject['document_path']}: {reject['reasons']}")
+
+    result.untimed = firestore.count_untimed_documents(until=now) if count_untimed else None
+    with app_db.begin() as conn:
+        result.total_rows = table_count(conn, EVENTS_TABLE)
+        result.rejects_total = table_count(conn, REJECTS_TABLE)
+    if result.totals.rejected:
+        log.warning(
+            f"{result.totals.rejected} document(s) with a missing or ill-typed field were skipped and "
+            f"quarantined in {REJECTS_TABLE}."
+        )
+    if result.untimed and result.untimed.without_valid_timestamp:
+        log.warning(
+            f"{result.untimed.without_valid_timestamp} document(s) of the collection group have no valid "
+            "`timestamp` and cannot be read incrementally (see docs/engagement.md)."
+        )
+    return result
+
+
+@dataclass
+class PartitionResult:
+    """What one run of ``user_engagement_signals`` or ``user_milestones`` wrote for ``day``."""
+
+    day: dt.date
+    as_of: dt.datetime
+    users: Optional[list[str]]  # the requested users (None: the whole partition)
+    frame: pd.DataFrame  # the rows computed (signals or milestones)
+    written: ReplaceCounts
+    stats: PartitionStats  # the partition after the write
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "dagster/row_count": self.stats.rows,
+            "as_of": self.as_of.isoformat(),
+            "mode": "user_ids" if self.users else "partition",
+            "users_evaluated": len(self.frame),
+            "rows_written": self.written.inserted,
+            "rows_replaced": self.written.deleted,
+        }
+
+    def _unmatched(self) -> int:
+        return len(set(self.users or ()) - set(self.frame["user_id"]))
+
+
+@dataclass
+class SignalsResult(PartitionResult):
+    def metadata(self) -> dict[str, Any]:
+        metadata = {
+            **self._common(),
+            **{f"true_{flag}": int(self.frame[flag].sum()) for flag in rules.SIGNAL_FLAGS},
+            "events_counted": int(self.frame["event_count"].sum()),
+        }
+        if self.users:
+            metadata["users_requested"] = len(self.users)
+            metadata["users_without_goal_or_event"] = self._unmatched()
+        return metadata
+
+
+@dataclass
+class MilestonesResult(PartitionResult):
+    without_goal_setting: int = 0  # rows with a tier milestone but no completed goal setting
+    milestones_without_signals: int = 0
+    signals_without_milestones: int = 0
+
+    def metadata(self) -> dict[str, Any]:
+        metadata = {
+            **self._common(),
+            **{f"true_{flag}": int(self.frame[flag].sum()) for flag in rules.MILESTONE_FLAGS},
+        }
+        if self.users:
+            metadata["users_requested"] = len(self.users)
+            metadata["users_without_signals_row"] = self._unmatched()
+        return metadata
+
+
+def write_signals_partition(
+    app_db: AppDatabase, day: dt.date, users: Optional[list[str]], log: logging.Logger
+) -> SignalsResult:
+    """Aggregate (inside PostgreSQL), evaluate the signal rules and replace the partition's
+    rows of ``user_engagement_signals`` and ``user_engagement_aggregates`` (only ``users``'
+    when given), in one transaction."""
+    as_of = rules.as_of_for_day(day)
+    with app_db.connect() as conn:
+        missing = missing_goal_tables(conn)
+    if missing:
+        raise MissingInputs(
+            f"The application database lacks the goal tables {', '.join(missing)}. They belong to "
+            "the application (check APP_DATABASE_URL); locally, seed them with "
+            "`python -m analytics_platform.demo --domain engagement`."
+        )
+    computed_at = utc_now()
+    with app_db.begin() as conn:
+        ensure_schema(conn)
+        write_aggregates(conn, as_of, day, computed_at, users)  # set-based, inside PostgreSQL
+        aggregates = read_aggregates(conn, day, users)
+        signals = rules.compute_signals(aggregates)
+        written = replace_partition_rows(conn, SIGNALS_TABLE, signals, day, computed_at, users)
+    with app_db.connect() as conn:
+        stats = partition_stats(conn, SIGNALS_TABLE, day)
+    log.info(
+        f"Signals as of {as_of.isoformat()}: {len(signals)} user(s) evaluated"
+        + (f" of {len(users)} requested" if users else "")
+    )
+    return SignalsResult(day, as_of, users, signals, written, stats)
+
+
+def write_milestones_partition(
+    app_db: AppDatabase, day: dt.date, users: Optional[list[str]], log: logging.Logger
+) -> MilestonesResult:
+    """Evaluate the milestone rules on the partition's stored signals and replace the
+    partition's rows of ``user_milestones`` (only ``users``' when given), in one transaction."""
+    as_of = rules.as_of_for_day(day)
+    computed_at = utc_now()
+    with app_db.begin() as conn:
+        ensure_schema(conn)
+        inputs = load_milestone_inputs(conn, day, users)
+        if not inputs.empty and not inputs["aggregates_found"].all():
+            raise MissingInputs(
+                f"{int((~inputs['aggregates_found']).sum())} signals row(s) of {day.isoformat()} have no "
+                f"row in {AGGREGATES_TABLE}: re-materialize app_db/user_engagement_signals for this "
+                "partition (it writes both in one transaction)."
+            )
+        milestones = rules.compute_milestones(inputs)
+        written = replace_partition_rows(conn, MILESTONES_TABLE, milestones, day, computed_at, users)
+    if inputs.empty:
+        log.warning(
+            f"No signals rows for {day.isoformat()}"
+            + (" and these users" if users else "")
+            + ": materialize app_db/user_engagement_signals for this partition first."
+        )
+    with app_db.connect() as conn:
+        stats = partition_stats(conn, MILESTONES_TABLE, day)
+        without_goal = milestones_without_goal_setting(conn, day)
+        only_milestones, only_signals = milestone_users_not_in_signals(conn, day)
+    return MilestonesResult(
+        day, as_of, users, milestones, written, stats,
+        without_goal_setting=without_goal,
+        milestones_without_signals=only_milestones,
+        signals_without_milestones=only_signals,
+    )

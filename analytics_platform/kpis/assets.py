@@ -1,7 +1,8 @@
 """``app_db/weekly_kpi``: inactivity detection and P/S recalculation (specs/inactivity_kpi.md).
 
-Thin Dagster wiring over :mod:`analytics_platform.kpis.recalc` (SQL + vectorised models).
-The source tables belong to the application and are declared as external ``AssetSpec``s.
+Thin Dagster wiring: run config -> :class:`rules.RecalcParams` -> :func:`store.recalculate`
+(SQL + the vectorised models of ``rules.py``) -> metadata.  The source tables belong to the
+application and are declared as external ``AssetSpec``s.
 """
 
 
@@ -11,9 +12,8 @@ from typing import Any, Iterator, Optional
 import dagster as dg
 from pydantic import Field
 
-from analytics_platform.common import parse_as_of
-from analytics_platform.kpis import recalc
-from analytics_platform.kpis.alerts import format_high_churn
+from analytics_platform.common import UTC, parse_as_of
+from analytics_platform.kpis import rules, store
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.resources.slack import SlackResource
 from analytics_platform.settings import Settings, get_settings
@@ -75,7 +75,7 @@ class WeeklyKpiConfig(dg.Config):
     )
 
 
-def build_params(config: WeeklyKpiConfig, settings: Optional[Settings] = None) -> recalc.RecalcParams:
+def build_params(config: WeeklyKpiConfig, settings: Optional[Settings] = None) -> rules.RecalcParams:
     """Run config + environment defaults -> validated parameters (dg.Failure if invalid)."""
     s = settings or get_settings()
 
@@ -83,7 +83,7 @@ def build_params(config: WeeklyKpiConfig, settings: Optional[Settings] = None) -
         return default if value is None else value
 
     try:
-        return recalc.RecalcParams(
+        return rules.RecalcParams(
             as_of=parse_as_of(config.as_of),
             threshold_days=int(pick(config.threshold_days, s.inactivity_threshold_days)),
             lookback_days=int(pick(config.lookback_days, s.kpi_lookback_days)),
@@ -92,101 +92,8 @@ def build_params(config: WeeklyKpiConfig, settings: Optional[Settings] = None) -
             churn_horizon_days=float(pick(config.churn_horizon_days, s.metrics_churn_horizon_days)),
             dry_run=bool(config.dry_run),
         )
-    except recalc.RecalcConfigError as exc:
+    except rules.RecalcConfigError as exc:
         raise dg.Failure(f"Invalid run config for {WEEKLY_KPI_OP}: {exc}") from None
-
-
-def _metadata(result: recalc.RecalcResult) -> dict[str, Any]:
-    p = result.params
-    sample = result.sample()
-    failures = [{"user_id": u, "reason": r} for u, r in result.failures[:50]]
-    high = result.high_churn()
-    meta: dict[str, Any] = {
-        "dagster/row_count": result.inserted + result.updated if result.written else 0,
-        "dry_run": p.dry_run,
-        "as_of": p.as_of.isoformat(),
-        "week_start": p.week_start.isoformat(),
-        "threshold_days": p.threshold_days,
-        "lookback_days": p.lookback_days,
-        "use_bayesian": p.use_bayesian,
-        "default_target": p.default_target,
-        "churn_horizon_days": p.churn_horizon_days,
-        "inactive_users": result.inactive,
-        "processed": result.processed,
-        "failed": result.failed,
-        "no_scores_s_only": result.no_scores,
-        ("would_insert" if p.dry_run else "inserted"): result.inserted,
-        ("would_update" if p.dry_run else "updated"): result.updated,
-        "high_churn_users": len(high),
-        "session_table_present": result.session_table,
-        "duration_ms": result.duration_ms,
-        "summary": result.summary_line if result.inactive else (
-            f"No inactive users found (threshold={p.threshold_days} days)"
-        ),
-        "sample_changes": dg.MetadataValue.json(sample),
-        "sample_changes_table": dg.MetadataValue.md(_sample_markdown(sample)),
-        "failed_users": dg.MetadataValue.json(failures),
-    }
-    if result.written_at is not None:
-        meta["write_watermark"] = result.written_at.isoformat()
-    if result.created_weekly_kpi:
-        meta["created_weekly_kpi_table"] = True
-    return meta
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def _sample_markdown(sample: list[dict]) -> str:
-    if not sample:
-        return "No changes."
-    lines = ["| user | days inactive | n | P old → new | S old → new |", "|---|---|---|---|---|"]
-    for r in sample:
-        lines.append(
-            f"| {r['user_id']} | {r['days_inactive']:.2f} | {r['n_scores']} | "
-            f"{_fmt(r['P_old'])} → {_fmt(r['P_new'])} | {_fmt(r['S_old'])} → {_fmt(r['S_new'])} |"
-        )
-    return "\n".join(lines)
-
-
-def send_high_churn_summary(
-    context: dg.AssetExecutionContext,
-    result: recalc.RecalcResult,
-    app_db: AppDatabase,
-    slack: SlackResource,
-    settings: Settings,
-) -> str:
-    """One Slack message for the users whose new S > 0.7; once per (week, as_of, users)."""
-    key = recalc.high_churn_alert_key(result)
-    if key is None:
-        return "none"
-    engine = app_db.get_engine()
-    if recalc.alert_already_sent(engine, key):
-        recalc.mark_alert(engine, result.run_id, key, sent=False)
-        context.log.info("High-churn summary for this as_of and these users was already sent; not repeated")
-        return "already_sent"
-    high = result.high_churn()
-    text, blocks = format_high_churn(
-        high,
-        week_start=result.week_start.isoformat(),
-        as_of=result.params.as_of.isoformat(),
-        threshold=recalc.HIGH_CHURN_THRESHOLD,
-        run_url=f"{settings.dagster_webserver_url}/runs/{context.run.run_id}",
-    )
-    delivery = slack.post_message(text, blocks=blocks)
-    recalc.mark_alert(engine, result.run_id, key, sent=delivery.delivered)
-    if not delivery.delivered:
-        context.log.warning(
-            f"High-churn summary not delivered ({delivery.error}); a re-run with the same as_of retries it"
-        )
-        return "not_delivered"
-    context.log.info(f"High-churn summary ({len(high)} users) sent to {delivery.destination}")
-    return "sent"
 
 
 @dg.asset(
@@ -220,19 +127,18 @@ def weekly_kpi(
     """
     settings = get_settings()
     params = build_params(config, settings)
+    engine = app_db.get_engine()
     try:
-        result = recalc.recalculate(
-            app_db.get_engine(), params, run_id=context.run.run_id, log=context.log
-        )
-    except recalc.MissingSourceTables as exc:
+        result = store.recalculate(engine, params, run_id=context.run.run_id, log=context.log)
+    except store.MissingSourceTables as exc:
         raise dg.Failure(str(exc)) from None
-    metadata = _metadata(result)
     if params.dry_run:
         context.log.info("dry_run: nothing written; the would-be changes are in the observation metadata")
-        context.log_event(dg.AssetObservation(asset_key=WEEKLY_KPI_KEY, metadata=metadata))
+        context.log_event(dg.AssetObservation(asset_key=WEEKLY_KPI_KEY, metadata=result.metadata()))
         return
-    metadata["high_churn_alert"] = send_high_churn_summary(context, result, app_db, slack, settings)
-    yield dg.MaterializeResult(metadata=metadata)
+    run_url = f"{settings.dagster_webserver_url}/runs/{context.run.run_id}"
+    alert = store.send_high_churn_summary(engine, result, slack, run_url, context.log)
+    yield dg.MaterializeResult(metadata={**result.metadata(), "high_churn_alert": alert})
 
 
 def run_config(**fields: Any) -> dict:
@@ -241,6 +147,6 @@ def run_config(**fields: Any) -> dict:
 
 
 def as_of_iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).isoformat()
+    return value.astimezone(UTC).isoformat()
 
 

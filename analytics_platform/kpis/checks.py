@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import dagster as dg
-import sqlalchemy as sa
 
 from analytics_platform.kpis.assets import WEEKLY_KPI_KEY
-from analytics_platform.kpis.recalc import read_sql
+from analytics_platform.kpis.store import latest_recalc_run, ps_range_of_week
 from analytics_platform.resources.app_db import AppDatabase
-
-
-def _latest_run(conn: sa.Connection):
-    exists = conn.execute(sa.text("SELECT to_regclass('weekly_kpi_recalc_runs') IS NOT NULL")).scalar()
-    if not exists:
-        return None
-    return conn.execute(sa.text(read_sql("latest_recalc_run"))).mappings().first()
 
 
 @dg.asset_check(
@@ -25,10 +17,10 @@ def _latest_run(conn: sa.Connection):
 )
 def ps_in_unit_interval(app_db: AppDatabase) -> dg.AssetCheckResult:
     with app_db.connect() as conn:
-        run = _latest_run(conn)
+        run = latest_recalc_run(conn)
         if run is None:
             return dg.AssetCheckResult(passed=True, metadata={"note": "no recalculation recorded yet"})
-        row = conn.execute(sa.text(read_sql("check_ps_range")), {"week_start": run["week_start"]}).one()
+        row = ps_range_of_week(conn, run["week_start"])
     bad = int(row.bad_p) + int(row.bad_s)
     return dg.AssetCheckResult(
         passed=bad == 0,
@@ -51,7 +43,7 @@ def ps_in_unit_interval(app_db: AppDatabase) -> dg.AssetCheckResult:
 )
 def no_failed_users(app_db: AppDatabase) -> dg.AssetCheckResult:
     with app_db.connect() as conn:
-        run = _latest_run(conn)
+        run = latest_recalc_run(conn)
     if run is None:
         return dg.AssetCheckResult(passed=True, metadata={"note": "no recalculation recorded yet"})
     return dg.AssetCheckResult(

@@ -1,7 +1,8 @@
 """Recalculate when ``weekly_kpi`` is written by something else (the daily KPI batch).
 
-The detection is in :mod:`analytics_platform.kpis.external_writes`; this sensor never fires
-on the asset's own writes (they are recognised by their recorded watermark).
+The detection is :func:`analytics_platform.kpis.store.evaluate_external_writes` (its cursor
+and the rule in ``rules.py``); this sensor never fires on the asset's own writes (they are
+recognised by their recorded watermark).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from analytics_platform.common import utc_now
-from analytics_platform.kpis import external_writes
+from analytics_platform.kpis import store
 from analytics_platform.kpis.assets import as_of_iso, run_config
 from analytics_platform.kpis.schedules import WEEKLY_KPI_JOB, weekly_kpi_job
 from analytics_platform.resources.app_db import AppDatabase
@@ -38,7 +39,7 @@ def weekly_kpi_external_write_sensor(context: dg.SensorEvaluationContext, app_db
     if active:
         # Keep the cursor: what is found now is looked at again once that run is done.
         return dg.SkipReason(f"a {WEEKLY_KPI_JOB} run is queued or in progress ({active[0].run_id})")
-    decision = external_writes.evaluate(app_db.get_engine(), context.cursor)
+    decision = store.evaluate_external_writes(app_db.get_engine(), context.cursor)
     if decision.cursor is not None:
         context.update_cursor(decision.cursor.to_json())
     if not decision.fire:

@@ -12,13 +12,13 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from analytics_platform.common import UTC
 from analytics_platform.engagement import store
 from analytics_platform.engagement.assets import ASSETS, MILESTONES_OP, SIGNALS_OP
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.resources.firestore import FirestoreResource
 from analytics_platform.resources.local.firestore_export import LocalFirestore
 
-UTC = dt.timezone.utc
 DAY = "2024-06-05"  # the partition used by most tests
 T = dt.datetime(2024, 6, 6, tzinfo=UTC)  # its as-of: the end of DAY
 WEEK = dt.timedelta(days=7)

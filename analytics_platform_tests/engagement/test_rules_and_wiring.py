@@ -9,10 +9,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from analytics_platform.common import UTC
 from analytics_platform.engagement import rules
-from analytics_platform.engagement.extraction import split_documents, validate_document
-
-UTC = dt.timezone.utc
+from analytics_platform.engagement.rules import split_documents, validate_document
 
 
 def _agg(**overrides):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from analytics_platform.common import UTC
 from analytics_platform.engagement.assets import MILESTONES_KEY, SIGNALS_KEY
 from analytics_platform.engagement.rules import MILESTONE_FLAGS
 from analytics_platform.engagement.store import AGGREGATES_TABLE, MILESTONES_TABLE, SIGNALS_TABLE
@@ -16,7 +17,6 @@ from analytics_platform_tests.engagement.conftest import (
     materialize,
 )
 
-UTC = dt.timezone.utc
 
 
 def _ana(world):

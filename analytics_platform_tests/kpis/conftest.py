@@ -10,9 +10,9 @@ from typing import Any, Iterator, Optional
 import pytest
 import sqlalchemy as sa
 
-from analytics_platform.kpis.recalc import RecalcParams, read_sql
+from analytics_platform.common import UTC, read_postgres_sql
+from analytics_platform.kpis.rules import RecalcParams
 
-UTC = dt.timezone.utc
 AS_OF = dt.datetime(2024, 6, 6, 0, 0, tzinfo=UTC)  # Thursday -> week_start Monday 2024-06-03
 WEEK = dt.date(2024, 6, 3)
 
@@ -48,11 +48,11 @@ class KpiDb:
 
     def create_sources(self, session: bool = True, weekly_kpi: bool = True) -> "KpiDb":
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(read_sql("create_source_tables"))
+            conn.exec_driver_sql(read_postgres_sql("kpis/create_source_tables"))
             if session:
-                conn.exec_driver_sql(read_sql("create_session_table"))
+                conn.exec_driver_sql(read_postgres_sql("kpis/create_session_table"))
             if weekly_kpi:
-                conn.exec_driver_sql(read_sql("create_weekly_kpi"))
+                conn.exec_driver_sql(read_postgres_sql("kpis/create_weekly_kpi"))
         return self
 
     def exam(self, user_id: str, score: Optional[float], created_at: dt.datetime,

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from analytics_platform.kpis.recalc import MissingSourceTables, recalculate
+from analytics_platform.kpis.store import MissingSourceTables, recalculate
 
 from .conftest import AS_OF, days_before, params
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics_platform.kpis.models import (
+from analytics_platform.kpis.rules import (
     ModelParams,
     churn_risk,
     evaluate_users,

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from dagster._core.test_utils import create_run_for_test
 
 from analytics_platform.kpis.assets import WEEKLY_KPI_OP
-from analytics_platform.kpis.external_writes import Cursor
+from analytics_platform.kpis.rules import Cursor
 from analytics_platform.kpis.schedules import DAILY_CRON, WEEKLY_KPI_JOB, weekly_kpi_daily
 from analytics_platform.kpis.sensors import weekly_kpi_external_write_sensor
 

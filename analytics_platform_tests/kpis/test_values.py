@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from analytics_platform.kpis.recalc import recalculate
+from analytics_platform.kpis.store import recalculate
 
 from .conftest import days_before, params
 

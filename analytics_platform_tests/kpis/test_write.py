@@ -13,7 +13,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from analytics_platform.kpis.recalc import RecalcParams, recalculate
+from analytics_platform.kpis.rules import RecalcParams
+from analytics_platform.kpis.store import recalculate
 
 from .conftest import AS_OF, WEEK, days_before, params
 

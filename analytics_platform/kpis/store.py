@@ -1,50 +1,62 @@
-"""Inactivity detection and P/S recalculation against the application PostgreSQL.
-
-No Dagster here: :func:`recalculate` takes a SQLAlchemy engine and plain parameters and
-returns a :class:`RecalcResult`; the asset in ``assets.py`` is a thin wrapper.
+"""SQL I/O of the inactivity KPI job against the application PostgreSQL, and the
+orchestration of one run of ``app_db/weekly_kpi`` (no asset wiring here: ``assets.py`` is a
+thin wrapper around :func:`recalculate` and :func:`send_high_churn_summary`).
 
 A run is a few set-based statements in ONE transaction (READ COMMITTED):
 
 1. ``inactive_users.sql``: last activity over the four sources, the inactive users, their
    score aggregates in the window and their goal target — one query.
-2. vectorised S and P (``models.evaluate_users``); a user with an invalid score fails
+2. vectorised S and P (``rules.evaluate_users``); a user with an invalid score fails
    alone (logged, nothing written for them).
 3. ``current_kpis.sql``: the current P/S of the sample users, for the report (old -> new).
 4. ``merge_weekly_kpi.sql``: one ``INSERT ... ON CONFLICT DO UPDATE SET kpis = kpis || patch``
    for every user, plus one bookkeeping row in ``weekly_kpi_recalc_runs``; one commit.
 
 ``dry_run`` runs the same reads in a READ ONLY transaction and writes nothing.
+
+Also here: the high-churn Slack summary's bookkeeping (sent once per key), the reads of
+the asset checks, and the external-write sensor's queries (its cursor is in ``rules.py``).
+Statements live in ``analytics_platform/sql/kpis/*.sql`` (PostgreSQL).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from analytics_platform.kpis.models import (
+from analytics_platform.common import EPOCH, UTC, read_postgres_sql, render_sql
+from analytics_platform.kpis.rules import (
+    DEFAULT_OVERLAP,
+    HIGH_CHURN_THRESHOLD,
+    SAMPLE_SIZE,
     STATUS_FAILED,
     STATUS_NO_SCORES,
-    ModelParams,
+    Cursor,
+    Decision,
+    RecalcParams,
     evaluate_users,
+    format_high_churn,
+    high_churn,
+    high_churn_alert_key,
+    sample_changes,
+    sample_markdown,
+    sample_users,
 )
-from analytics_platform.common import read_postgres_sql
+from analytics_platform.resources.slack import SlackResource
 
-UTC = dt.timezone.utc
 REQUIRED_SOURCES = ("exam_results", "features_topic_daily", "attempt", "interest_goal")
 OPTIONAL_SOURCES = ("session",)
-HIGH_CHURN_THRESHOLD = 0.7
 MAX_USER_LOG_LINES = 100  # per kind (failures, n = 0 warnings); the rest is counted
-SAMPLE_SIZE = 20
 
 USER_COLUMNS = [
     "user_id",
@@ -61,74 +73,8 @@ USER_COLUMNS = [
 ]
 
 
-class Logger(Protocol):
-    def info(self, msg: str, *args: Any) -> Any: ...
-    def warning(self, msg: str, *args: Any) -> Any: ...
-    def error(self, msg: str, *args: Any) -> Any: ...
-
-
-class RecalcConfigError(ValueError):
-    """Invalid run parameters (the message says which and what is allowed)."""
-
-
 class MissingSourceTables(RuntimeError):
     """A required source table does not exist in the application database."""
-
-
-def read_sql(name: str) -> str:
-    """The statement of ``analytics_platform/sql/kpis/<name>.sql`` without its comments."""
-    return read_postgres_sql(f"kpis/{name}")
-
-
-@dataclass(frozen=True)
-class RecalcParams:
-    as_of: dt.datetime
-    threshold_days: int
-    lookback_days: int
-    use_bayesian: bool
-    default_target: float
-    churn_horizon_days: float
-    dry_run: bool = False
-
-    def __post_init__(self) -> None:
-        if self.as_of.tzinfo is None:
-            raise RecalcConfigError("as_of must be timezone-aware (UTC)")
-        object.__setattr__(self, "as_of", self.as_of.astimezone(UTC))
-        if self.threshold_days < 0:
-            raise RecalcConfigError(f"threshold_days must be >= 0, got {self.threshold_days}")
-        if self.lookback_days < self.threshold_days:
-            raise RecalcConfigError(
-                f"lookback_days ({self.lookback_days}) must be >= threshold_days "
-                f"({self.threshold_days}), otherwise no user can be inactive"
-            )
-        if not (math.isfinite(self.churn_horizon_days) and self.churn_horizon_days > 0):
-            raise RecalcConfigError(
-                f"churn_horizon_days must be a positive number, got {self.churn_horizon_days}"
-            )
-        if not math.isfinite(self.default_target):
-            raise RecalcConfigError(f"default_target must be a finite number, got {self.default_target}")
-
-    @property
-    def week_start(self) -> dt.date:
-        """Monday of as_of's UTC date."""
-        day = self.as_of.date()
-        return day - dt.timedelta(days=day.weekday())
-
-    @property
-    def lookback_start(self) -> dt.datetime:
-        return self.as_of - dt.timedelta(days=self.lookback_days)
-
-    @property
-    def inactive_until(self) -> dt.datetime:
-        return self.as_of - dt.timedelta(days=self.threshold_days)
-
-    @property
-    def model(self) -> ModelParams:
-        return ModelParams(
-            use_bayesian=self.use_bayesian,
-            default_target=float(self.default_target),
-            churn_horizon_days=float(self.churn_horizon_days),
-        )
 
 
 @dataclass
@@ -145,7 +91,7 @@ class RecalcResult:
     session_table: bool = False
     created_weekly_kpi: bool = False
     duration_ms: int = 0
-    users: pd.DataFrame = field(default_factory=pd.DataFrame)  # evaluated users (models.evaluate_users)
+    users: pd.DataFrame = field(default_factory=pd.DataFrame)  # evaluated users (rules.evaluate_users)
     old_values: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # sample users' (P, S) before
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -166,69 +112,65 @@ class RecalcResult:
 
     def high_churn(self, threshold: float = HIGH_CHURN_THRESHOLD) -> pd.DataFrame:
         """Processed users whose new S > threshold, highest first."""
-        if self.users.empty:
-            return self.users
-        ok = self.users[self.users["status"] != STATUS_FAILED]
-        high = ok[ok["S"] > threshold]
-        return high.sort_values(["S", "user_id"], ascending=[False, True]).reset_index(drop=True)
+        return high_churn(self.users, threshold)
 
     def sample(self, size: int = SAMPLE_SIZE) -> list[dict]:
         """Up to ``size`` changes (user, old -> new P/S), highest new S first."""
-        if self.users.empty:
-            return []
-        out = []
-        for r in _sample_users(self.users, size).itertuples(index=False):
-            p_old, s_old = self.old_values.get(r.user_id, (None, None))
-            out.append(
-                {
-                    "user_id": r.user_id,
-                    "days_inactive": round(float(r.days_inactive), 3),
-                    "n_scores": int(r.n_scores),
-                    "P_old": _json_number(p_old),
-                    "P_new": None if pd.isna(r.P) else float(r.P),
-                    "S_old": _json_number(s_old),
-                    "S_new": float(r.S),
-                }
-            )
-        return out
+        return sample_changes(self.users, self.old_values, size)
+
+    def alert_key(self, threshold: float = HIGH_CHURN_THRESHOLD) -> Optional[str]:
+        """The key of this run's high-churn summary (None when nobody is above threshold)."""
+        return high_churn_alert_key(self.high_churn(threshold), self.week_start, self.params.as_of)
+
+    def metadata(self) -> dict[str, Any]:
+        """The materialization (or, for a dry run, observation) metadata of the run."""
+        p = self.params
+        sample = self.sample()
+        failures = [{"user_id": u, "reason": r} for u, r in self.failures[:50]]
+        meta: dict[str, Any] = {
+            "dagster/row_count": self.inserted + self.updated if self.written else 0,
+            "dry_run": p.dry_run,
+            "as_of": p.as_of.isoformat(),
+            "week_start": p.week_start.isoformat(),
+            "threshold_days": p.threshold_days,
+            "lookback_days": p.lookback_days,
+            "use_bayesian": p.use_bayesian,
+            "default_target": p.default_target,
+            "churn_horizon_days": p.churn_horizon_days,
+            "inactive_users": self.inactive,
+            "processed": self.processed,
+            "failed": self.failed,
+            "no_scores_s_only": self.no_scores,
+            ("would_insert" if p.dry_run else "inserted"): self.inserted,
+            ("would_update" if p.dry_run else "updated"): self.updated,
+            "high_churn_users": len(self.high_churn()),
+            "session_table_present": self.session_table,
+            "duration_ms": self.duration_ms,
+            "summary": self.summary_line if self.inactive else (
+                f"No inactive users found (threshold={p.threshold_days} days)"
+            ),
+            "sample_changes": dg.MetadataValue.json(sample),
+            "sample_changes_table": dg.MetadataValue.md(sample_markdown(sample)),
+            "failed_users": dg.MetadataValue.json(failures),
+        }
+        if self.written_at is not None:
+            meta["write_watermark"] = self.written_at.isoformat()
+        if self.created_weekly_kpi:
+            meta["created_weekly_kpi_table"] = True
+        return meta
 
 
-def _json_number(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
-
-
-def high_churn_alert_key(result: RecalcResult, threshold: float = HIGH_CHURN_THRESHOLD) -> Optional[str]:
-    """Identifies one high-churn summary: the week, as_of and the exact users and values.
-
-    A re-run with the same as_of and the same data has the same key, so the summary is
-    sent once (principle 5).  None when there is nobody to report.
-    """
-    high = result.high_churn(threshold)
-    if high.empty:
-        return None
-    digest = hashlib.sha256()
-    digest.update(f"{result.week_start}|{result.params.as_of.isoformat()}|".encode())
-    for user_id, s in zip(high["user_id"], high["S"]):
-        digest.update(f"{user_id}={s:.12g};".encode())
-    return digest.hexdigest()[:32]
-
-
-def _existing(conn: sa.Connection, names: tuple[str, ...]) -> set[str]:
-    rows = conn.execute(
-        sa.text(
-            "SELECT name FROM unnest(CAST(:names AS text[])) AS t(name) "
-            "WHERE to_regclass(name) IS NOT NULL"
-        ),
-        {"names": list(names)},
-    )
+def existing_tables(conn: sa.Connection, names: tuple[str, ...]) -> set[str]:
+    """The names among ``names`` that exist (table or view) in the application database."""
+    rows = conn.execute(sa.text(read_postgres_sql("kpis/find_existing_tables")), {"names": list(names)})
     return {r[0] for r in rows}
 
 
 def inactive_users_sql(with_session: bool) -> str:
-    fragment = read_sql("session_activity") if with_session else ""
-    return read_sql("inactive_users").replace("{session_activity}", fragment)
+    """``inactive_users.sql`` with the optional ``session_activity`` fragment (the session
+    table is optional)."""
+    fragment = read_postgres_sql("kpis/session_activity") if with_session else ""
+    return render_sql(read_postgres_sql("kpis/inactive_users"), fragments={"session_activity": fragment})
 
 
 def fetch_inactive_users(conn: sa.Connection, params: RecalcParams, with_session: bool) -> pd.DataFrame:
@@ -254,7 +196,7 @@ def fetch_inactive_users(conn: sa.Connection, params: RecalcParams, with_session
     return frame
 
 
-def _log_users(log: Logger, level: str, lines: list[str], what: str) -> None:
+def _log_users(log: logging.Logger, level: str, lines: list[str], what: str) -> None:
     emit = getattr(log, level)
     for line in lines[:MAX_USER_LOG_LINES]:
         emit(line)
@@ -267,7 +209,7 @@ def recalculate(
     params: RecalcParams,
     *,
     run_id: Optional[str] = None,
-    log: Optional[Logger] = None,
+    log: Optional[logging.Logger] = None,
     before_write: Optional[Callable[[], None]] = None,
 ) -> RecalcResult:
     """Detect inactive users and write their new P/S into ``weekly_kpi`` (one transaction).
@@ -285,7 +227,7 @@ def recalculate(
             if params.dry_run:
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
             conn.exec_driver_sql("SET LOCAL timezone = 'UTC'")
-            existing = _existing(conn, REQUIRED_SOURCES + OPTIONAL_SOURCES + ("weekly_kpi",))
+            existing = existing_tables(conn, REQUIRED_SOURCES + OPTIONAL_SOURCES + ("weekly_kpi",))
             missing = [name for name in REQUIRED_SOURCES if name not in existing]
             if missing:
                 raise MissingSourceTables(
@@ -313,7 +255,7 @@ def recalculate(
             result.users = evaluated
             table_exists = "weekly_kpi" in existing
             if table_exists:
-                result.old_values = _old_values(conn, _sample_users(evaluated)["user_id"].tolist(), params)
+                result.old_values = _old_values(conn, sample_users(evaluated)["user_id"].tolist(), params)
             failed = evaluated[evaluated["status"] == STATUS_FAILED]
             no_scores = evaluated[evaluated["status"] == STATUS_NO_SCORES]
             result.failures = list(zip(failed["user_id"], failed["reason"]))
@@ -350,12 +292,6 @@ def recalculate(
     return result
 
 
-def _sample_users(evaluated: pd.DataFrame, size: int = SAMPLE_SIZE) -> pd.DataFrame:
-    """The users shown in the report: written ones, highest new S first."""
-    ok = evaluated[evaluated["status"] != STATUS_FAILED]
-    return ok.sort_values(["S", "user_id"], ascending=[False, True]).head(size)
-
-
 def _old_values(
     conn: sa.Connection, user_ids: list[str], params: RecalcParams
 ) -> dict[str, tuple[Any, Any]]:
@@ -363,7 +299,8 @@ def _old_values(
     if not user_ids:
         return {}
     rows = conn.execute(
-        sa.text(read_sql("current_kpis")), {"week_start": params.week_start, "user_ids": user_ids}
+        sa.text(read_postgres_sql("kpis/current_kpis")),
+        {"week_start": params.week_start, "user_ids": user_ids},
     ).fetchall()
     return {r.user_id: (r.p_old, r.s_old) for r in rows}
 
@@ -373,7 +310,7 @@ def _count_existing(conn: sa.Connection, user_ids: list[str], params: RecalcPara
         return 0
     return int(
         conn.execute(
-            sa.text(read_sql("count_existing_rows")),
+            sa.text(read_postgres_sql("kpis/count_existing_rows")),
             {"week_start": params.week_start, "user_ids": user_ids},
         ).scalar_one()
     )
@@ -388,13 +325,13 @@ def _write(
 ) -> tuple[int, int, dt.datetime, bool]:
     created = False
     if not table_exists:
-        conn.exec_driver_sql(read_sql("create_weekly_kpi"))
+        conn.exec_driver_sql(read_postgres_sql("kpis/create_weekly_kpi"))
         created = True
-    conn.exec_driver_sql(read_sql("create_recalc_runs"))
-    written_at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+    conn.exec_driver_sql(read_postgres_sql("kpis/create_recalc_runs"))
+    written_at = conn.execute(sa.text(read_postgres_sql("kpis/select_write_watermark"))).scalar_one()
     p_values = [None if math.isnan(p) else float(p) for p in to_write["P"]]
     counts = conn.execute(
-        sa.text(read_sql("merge_weekly_kpi")),
+        sa.text(read_postgres_sql("kpis/merge_weekly_kpi")),
         {
             "week_start": params.week_start,
             "written_at": written_at,
@@ -405,7 +342,7 @@ def _write(
     ).one()
     inserted, updated = int(counts.inserted), int(counts.updated)
     conn.execute(
-        sa.text(read_sql("record_recalc_run")),
+        sa.text(read_postgres_sql("kpis/record_recalc_run")),
         {
             "run_id": result.run_id,
             "written_at": written_at,
@@ -422,17 +359,12 @@ def _write(
     return inserted, updated, written_at.astimezone(UTC), created
 
 
-def mark_alert(
-    engine: sa.Engine, run_id: str, alert_key: str, sent: bool
-) -> None:
+# ------------------------------------------------------------------------------ high-churn summary
+def mark_alert(engine: sa.Engine, run_id: str, alert_key: str, sent: bool) -> None:
     """Record the run's high-churn alert key (and that it was delivered)."""
     with engine.begin() as conn:
         conn.execute(
-            sa.text(
-                "UPDATE weekly_kpi_recalc_runs SET alert_key = :alert_key, "
-                "alert_sent_at = CASE WHEN :sent THEN clock_timestamp() ELSE alert_sent_at END "
-                "WHERE run_id = :run_id"
-            ),
+            sa.text(read_postgres_sql("kpis/record_alert")),
             {"alert_key": alert_key, "sent": sent, "run_id": run_id},
         )
 
@@ -440,14 +372,100 @@ def mark_alert(
 def alert_already_sent(engine: sa.Engine, alert_key: str) -> bool:
     """True when some run already delivered the summary with this key."""
     with engine.connect() as conn:
-        if not _existing(conn, ("weekly_kpi_recalc_runs",)):
+        if not existing_tables(conn, ("weekly_kpi_recalc_runs",)):
             return False
-        return bool(
-            conn.execute(
-                sa.text(
-                    "SELECT EXISTS (SELECT 1 FROM weekly_kpi_recalc_runs "
-                    "WHERE alert_key = :k AND alert_sent_at IS NOT NULL)"
-                ),
-                {"k": alert_key},
-            ).scalar()
+        return bool(conn.execute(sa.text(read_postgres_sql("kpis/find_sent_alert")), {"k": alert_key}).scalar())
+
+
+def send_high_churn_summary(
+    engine: sa.Engine, result: RecalcResult, slack: SlackResource, run_url: str, log: logging.Logger
+) -> str:
+    """One Slack message for the users whose new S > 0.7; once per (week, as_of, users).
+
+    Returns what happened: ``none``, ``already_sent``, ``not_delivered`` or ``sent``.
+    """
+    key = result.alert_key()
+    if key is None:
+        return "none"
+    if alert_already_sent(engine, key):
+        mark_alert(engine, result.run_id, key, sent=False)
+        log.info("High-churn summary for this as_of and these users was already sent; not repeated")
+        return "already_sent"
+    high = result.high_churn()
+    text, blocks = format_high_churn(
+        high,
+        week_start=result.week_start.isoformat(),
+        as_of=result.params.as_of.isoformat(),
+        threshold=HIGH_CHURN_THRESHOLD,
+        run_url=run_url,
+    )
+    delivery = slack.post_message(text, blocks=blocks)
+    mark_alert(engine, result.run_id, key, sent=delivery.delivered)
+    if not delivery.delivered:
+        log.warning(
+            f"High-churn summary not delivered ({delivery.error}); a re-run with the same as_of retries it"
         )
+        return "not_delivered"
+    log.info(f"High-churn summary ({len(high)} users) sent to {delivery.destination}")
+    return "sent"
+
+
+# ------------------------------------------------------------------------------ asset checks
+def latest_recalc_run(conn: sa.Connection) -> Optional[sa.RowMapping]:
+    """The most recent (non-dry) run's bookkeeping row, None when there is none yet."""
+    if not existing_tables(conn, ("weekly_kpi_recalc_runs",)):
+        return None
+    return conn.execute(sa.text(read_postgres_sql("kpis/latest_recalc_run"))).mappings().first()
+
+
+def ps_range_of_week(conn: sa.Connection, week: dt.date) -> sa.Row:
+    """``rows_in_week, bad_p, bad_s, bad_examples`` of the week's P and S values."""
+    return conn.execute(sa.text(read_postgres_sql("kpis/check_ps_range")), {"week_start": week}).one()
+
+
+# ------------------------------------------------------------------------------ external writes
+def foreign_writes(conn: sa.Connection, low: dt.datetime, own_runs_table: bool) -> tuple[int, Optional[dt.datetime]]:
+    """(rows, newest updated_at) of foreign writes with updated_at > low."""
+    fragment = read_postgres_sql("kpis/own_writes_filter") if own_runs_table else ""
+    statement = render_sql(read_postgres_sql("kpis/foreign_writes"), fragments={"own_writes_filter": fragment})
+    row = conn.execute(sa.text(statement), {"low": low}).one()
+    hi = row.max_updated_at.astimezone(UTC) if row.max_updated_at is not None else None
+    return int(row.n_rows), hi
+
+
+def _cursor_at(conn: sa.Connection, hi: Optional[dt.datetime], overlap: dt.timedelta, own: bool) -> Cursor:
+    low = (hi - overlap) if hi is not None else EPOCH
+    count, _ = foreign_writes(conn, low, own)
+    return Cursor(hi=hi, low=low, count=count)
+
+
+def evaluate_external_writes(
+    engine: sa.Engine, cursor_text: Optional[str], overlap: dt.timedelta = DEFAULT_OVERLAP
+) -> Decision:
+    """One sensor tick: did something else write ``weekly_kpi`` since the cursor?
+
+    (How own writes are told apart: see ``rules.py``, "external writes".)  The first tick
+    only records where things stand (no run on deployment); the daily schedule covers what
+    happened before.
+    """
+    with engine.connect() as conn:
+        tables = existing_tables(conn, ("weekly_kpi", "weekly_kpi_recalc_runs"))
+        if "weekly_kpi" not in tables:
+            return Decision(False, None, "weekly_kpi does not exist yet")
+        own = "weekly_kpi_recalc_runs" in tables
+        cursor = Cursor.from_json(cursor_text)
+        if cursor is None:
+            _, hi = foreign_writes(conn, EPOCH, own)
+            return Decision(False, _cursor_at(conn, hi, overlap, own), "cursor initialised")
+        count, hi = foreign_writes(conn, cursor.low, own)
+        newer = hi is not None and (cursor.hi is None or hi > cursor.hi)
+        late = count > cursor.count
+        if not (newer or late):
+            if count != cursor.count:  # own runs replaced foreign rows: follow, don't fire
+                return Decision(False, Cursor(cursor.hi, cursor.low, count), "no foreign writes")
+            return Decision(False, None, "no foreign writes")
+        new_hi = max(h for h in (hi, cursor.hi) if h is not None)
+        new_cursor = _cursor_at(conn, new_hi, overlap, own)
+        new_rows = max(count - cursor.count, 0)
+        what = f"{new_rows} row(s) written by another writer" if new_rows else "rows rewritten by another writer"
+        return Decision(True, new_cursor, f"{what}, newest updated_at {new_hi.isoformat()}", new_rows)
