@@ -303,7 +303,7 @@ HOSTILE = "x'); DROP TABLE contract.events; -- `y` \"z\" ; \\ \n"
 def test_parameters_are_data_not_sql(warehouse):
     warehouse.load(_events("2024-01-01", ["a"], user=HOSTILE), DS, "events", EVENTS)
     assert _rows(warehouse, f"SELECT event_id FROM `{DS}.events` WHERE user_id = @u", {"u": HOSTILE}) == [("a",)]
-    assert _rows(warehouse, f"SELECT @v AS v", {"v": HOSTILE}) == [(HOSTILE,)]
+    assert _rows(warehouse, "SELECT @v AS v", {"v": HOSTILE}) == [(HOSTILE,)]
 
     affected = warehouse.execute(
         f"INSERT INTO `{DS}.events` (event_date, event_id, user_id) VALUES (@d, @id, @u)",
@@ -509,7 +509,7 @@ def test_timestamps_are_utc_whatever_the_process_time_zone(warehouse, new_york_p
     sql = f"SELECT event_id FROM `{DS}.events` WHERE ts >= @start AND ts < @end ORDER BY 1"
     assert _rows(warehouse, sql, {"start": dt.datetime(2024, 3, 9, 19, 31, tzinfo=newyork),
                                   "end": dt.datetime(2024, 3, 10, 3)}) == [("late",)]
-    assert _rows(warehouse, f"SELECT DATE(@t) AS d", {"t": dt.datetime(2024, 3, 9, 22, tzinfo=newyork)}) == [
+    assert _rows(warehouse, "SELECT DATE(@t) AS d", {"t": dt.datetime(2024, 3, 9, 22, tzinfo=newyork)}) == [
         (dt.date(2024, 3, 10),)
     ]
     # partitions by UTC day

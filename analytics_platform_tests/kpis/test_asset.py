@@ -4,7 +4,6 @@ the high-churn Slack summary (real PostgreSQL, Slack stub over HTTP)."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 
 import dagster as dg

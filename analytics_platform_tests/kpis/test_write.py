@@ -5,7 +5,6 @@ concurrent update of another key (real PostgreSQL)."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import threading
 import time
@@ -13,10 +12,9 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from analytics_platform.kpis.rules import RecalcParams
 from analytics_platform.kpis.store import recalculate
 
-from .conftest import AS_OF, WEEK, days_before, params
+from .conftest import WEEK, days_before, params
 
 # Exact-text keys: a high-precision number (JSONB numeric, more digits than a float holds),
 # nested structures, null, unicode.
