@@ -56,7 +56,7 @@ from analytics_platform.resources.slack import SlackResource
 
 REQUIRED_SOURCES = ("exam_results", "features_topic_daily", "attempt", "interest_goal")
 OPTIONAL_SOURCES = ("session",)
-MAX_USER_LOG_LINES = 100  # per kind (failures, n = 0 warnings); the rest is counted
+LOGGED_USER_IDS = 10  # ids named in the one log line per kind (failures, n = 0); all are in metadata
 
 USER_COLUMNS = [
     "user_id",
@@ -94,6 +94,7 @@ class RecalcResult:
     users: pd.DataFrame = field(default_factory=pd.DataFrame)  # evaluated users (rules.evaluate_users)
     old_values: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # sample users' (P, S) before
     failures: list[tuple[str, str]] = field(default_factory=list)
+    no_score_users: list[str] = field(default_factory=list)  # n = 0: only S written
 
     @property
     def week_start(self) -> dt.date:
@@ -126,7 +127,7 @@ class RecalcResult:
         """The materialization (or, for a dry run, observation) metadata of the run."""
         p = self.params
         sample = self.sample()
-        failures = [{"user_id": u, "reason": r} for u, r in self.failures[:50]]
+        failures = [{"user_id": u, "reason": r} for u, r in self.failures]
         meta: dict[str, Any] = {
             "dagster/row_count": self.inserted + self.updated if self.written else 0,
             "dry_run": p.dry_run,
@@ -152,6 +153,7 @@ class RecalcResult:
             "sample_changes": dg.MetadataValue.json(sample),
             "sample_changes_table": dg.MetadataValue.md(sample_markdown(sample)),
             "failed_users": dg.MetadataValue.json(failures),
+            "users_without_scores": dg.MetadataValue.json(self.no_score_users),
         }
         if self.written_at is not None:
             meta["write_watermark"] = self.written_at.isoformat()
@@ -196,12 +198,14 @@ def fetch_inactive_users(conn: sa.Connection, params: RecalcParams, with_session
     return frame
 
 
-def _log_users(log: logging.Logger, level: str, lines: list[str], what: str) -> None:
-    emit = getattr(log, level)
-    for line in lines[:MAX_USER_LOG_LINES]:
-        emit(line)
-    if len(lines) > MAX_USER_LOG_LINES:
-        emit(f"... and {len(lines) - MAX_USER_LOG_LINES} more {what} (see materialization metadata)")
+def _log_users(log: logging.Logger, level: str, items: list[str], what: str, metadata_key: str) -> None:
+    """One line per kind, however many users: the count and the first ids; the full list is
+    in the materialization metadata (a run over 30,000 learners logs one line, not 30,000)."""
+    if not items:
+        return
+    first = ", ".join(items[:LOGGED_USER_IDS])
+    more = f" and {len(items) - LOGGED_USER_IDS} more" if len(items) > LOGGED_USER_IDS else ""
+    getattr(log, level)(f"{len(items)} {what}: {first}{more} (all in metadata `{metadata_key}`)")
 
 
 def recalculate(
@@ -262,18 +266,15 @@ def recalculate(
             result.failed = len(failed)
             result.no_scores = len(no_scores)
             result.processed = len(evaluated) - result.failed
+            result.no_score_users = no_scores["user_id"].tolist()
             _log_users(
-                log, "error", [f"user={u} error={reason}" for u, reason in result.failures], "failed users"
+                log, "error", [f"user={u} error={reason}" for u, reason in result.failures],
+                "failed users (nothing written for them)", "failed_users",
             )
             _log_users(
-                log,
-                "warning",
-                [
-                    f"Could not calculate P for user={u}: no exam scores in the last "
-                    f"{params.lookback_days} days; only S is written"
-                    for u in no_scores["user_id"]
-                ],
-                "users without scores",
+                log, "warning", [f"user={u}" for u in result.no_score_users],
+                f"users without exam scores in the last {params.lookback_days} days: P could not "
+                "be calculated, only S is written", "users_without_scores",
             )
 
             to_write = evaluated[evaluated["status"] != STATUS_FAILED]

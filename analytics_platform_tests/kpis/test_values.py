@@ -122,3 +122,17 @@ def test_worked_example_of_docs_metrics(kpi_db, bayesian, expected_p):
     assert a["S"] == pytest.approx(0.681093443, abs=1e-9)
     assert a["P"] == pytest.approx(expected_p, abs=1e-9)
     assert kpi_db.kpis("B") == {"S": pytest.approx(0.776869840, abs=1e-9)}
+
+
+def test_per_user_warnings_are_folded_into_one_line_with_the_full_list_in_metadata(kpi_db, log):
+    """Issue 17.3: 40 learners without scores give ONE warning line (count + first ids),
+    not 40; every id is in the result's metadata."""
+    users = [f"quiet_{i:02d}" for i in range(40)]
+    for user in users:
+        kpi_db.attempt(user, days_before(9))
+    result = recalculate(kpi_db.engine, params(), log=log)
+    warnings = log.messages("warning")
+    assert len(warnings) == 1
+    assert warnings[0].startswith("40 users without exam scores") and "user=quiet_00" in warnings[0]
+    assert "and 30 more" in warnings[0]
+    assert sorted(result.metadata()["users_without_scores"].value) == users
