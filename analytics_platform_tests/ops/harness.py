@@ -123,10 +123,10 @@ def pick_e2e_asset() -> tuple[str, str]:
     }
     tried = []
     for key, domain in E2E_CANDIDATES:
-        has_demo = (REPO_ROOT / "analytics_platform" / domain / "demo.py").exists()
+        has_demo = (REPO_ROOT / "analytics_platform" / "demo" / f"{domain}.py").exists()
         if key in keys and has_demo:
             return key, domain
-        tried.append(f"{key} (partitioned asset: {key in keys}, {domain}/demo.py: {has_demo})")
+        tried.append(f"{key} (partitioned asset: {key in keys}, demo/{domain}.py: {has_demo})")
     raise AssertionError("no partitioned asset with demo data for the UI test: " + "; ".join(tried))
 
 

@@ -115,11 +115,10 @@ def install_hooks(args: argparse.Namespace) -> None:
         hook = _Hook(after=pause_at(args.after))
         store.replace_partition_rows = hook.wrap(store.replace_partition_rows)
     if args.batch_rows:  # small batches: a day is loaded in several commits
-        from analytics_platform.mixpanel import assets as mixpanel_assets
-        from analytics_platform.mixpanel import export_parse, ingest
+        from analytics_platform.mixpanel import export_parse, store
 
-        mixpanel_assets.ingest_ranges = functools.partial(mixpanel_assets.ingest_ranges, batch_rows=args.batch_rows)
-        ingest.ExportParser = functools.partial(export_parse.ExportParser, block_bytes=args.block_bytes)
+        store.ingest_ranges = functools.partial(store.ingest_ranges, batch_rows=args.batch_rows)
+        store.ExportParser = functools.partial(export_parse.ExportParser, block_bytes=args.block_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:

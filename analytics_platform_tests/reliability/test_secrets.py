@@ -134,7 +134,7 @@ def test_no_secret_in_logs_metadata_alerts_outboxes_or_exceptions(tmp_path, app_
             # no emulator: the service-account JSON is used, and its key is not a key
             "firebase": (
                 cli + ["--select", "app_db/firestore_app_usage_events",
-                       "--config-json", json.dumps({"execution": {"config": {"multiprocess": {"retries": {"disabled": {}}}}}})],
+                       "--config-json", json.dumps({"execution": {"config": {"retries": {"disabled": {}}}}})],
                 {**env, "FIRESTORE_EMULATOR_HOST": ""},
             ),
             # the application database is down (its URL carries the password)
