@@ -25,6 +25,13 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` as an aware UTC datetime (a naive value is taken as UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
 def parse_as_of(value: Optional[str]) -> dt.datetime:
     """ISO-8601 string (or None = now) -> aware UTC datetime.
 
@@ -39,9 +46,7 @@ def parse_as_of(value: Optional[str]) -> dt.datetime:
         raise dg.Failure(
             f"as_of must be an ISO-8601 timestamp such as 2024-05-01T00:00:00Z, got {value!r}"
         ) from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return as_utc(parsed)
 
 
 def partition_day(partition_key: str) -> dt.date:

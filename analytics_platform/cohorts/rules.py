@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
-from analytics_platform.common import UTC, day_start, utc_now
+from analytics_platform.common import as_utc, day_start, utc_now
 
 PROCESS_NAME = "temp_users_cohort"
 PRIVACY_EVENT = "impression_privacy"
@@ -37,15 +37,9 @@ STEP_SUMMARY = "active_yesterday_summary"
 T = TypeVar("T")
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
 def iso_utc(value: dt.datetime) -> str:
     """``2024-06-06T11:00:00Z``: ISO-8601 in UTC, second precision."""
-    return _utc(value).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(value).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------------------------------
@@ -73,7 +67,7 @@ def detection_window(as_of: dt.datetime, lookback_days: int = DEFAULT_LOOKBACK_D
     """Privacy events in ``[as_of - lookback_days, as_of)``; restores up to ``as_of + 120 s``."""
     if isinstance(lookback_days, bool) or not isinstance(lookback_days, int) or lookback_days < 1:
         raise ValueError(f"lookback_days must be a positive whole number of days, got {lookback_days!r}")
-    as_of = _utc(as_of)
+    as_of = as_utc(as_of)
     return DetectionWindow(
         as_of=as_of,
         window_start=as_of - dt.timedelta(days=lookback_days),
@@ -95,7 +89,7 @@ class ActivityWindow:
 
 
 def yesterday_window(as_of: dt.datetime) -> ActivityWindow:
-    as_of = _utc(as_of)
+    as_of = as_utc(as_of)
     day = as_of.date() - dt.timedelta(days=1)
     start = day_start(day)
     return ActivityWindow(day=day, start=start, end=start + dt.timedelta(days=1))
@@ -222,7 +216,7 @@ def audit_params(
         "run_id": run_id,
         "step": step,
         "status": status,
-        "logged_at": _utc(logged_at or utc_now()),
+        "logged_at": as_utc(logged_at or utc_now()),
         "details": json.dumps(details or {}, default=_json_default, sort_keys=True),
     }
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from analytics_platform.common import day_start
 from analytics_platform.settings import Settings
 
 # The demo's "today": fixed, so every run produces the same data and the same results.
@@ -34,7 +35,7 @@ class DemoContext:
     def as_of(self) -> dt.datetime:
         """End of the demo day (00:00 UTC of the next day)."""
         d = self.demo_date + dt.timedelta(days=1)
-        return dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc)
+        return day_start(d)
 
     def rng(self, domain: str) -> random.Random:
         """A random generator per domain, independent of the order domains run in."""

@@ -46,7 +46,7 @@ from typing import Any, Iterable, Iterator, Literal, Optional
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
-from analytics_platform.common import UTC
+from analytics_platform.common import UTC, as_utc
 from analytics_platform.settings import SettingsError
 
 EMULATOR_HOST_VAR = "FIRESTORE_EMULATOR_HOST"  # read by google-cloud-firestore's Client()
@@ -90,12 +90,6 @@ class UntimedCounts:
 
     without_valid_timestamp: int  # missing, or not a Firestore timestamp
     future_dated: int  # timestamp at or after the read's upper bound (read later)
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def _plain_datetime(value: dt.datetime) -> dt.datetime:
