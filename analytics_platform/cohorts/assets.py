@@ -14,8 +14,8 @@ from pydantic import Field
 from analytics_platform.cohorts import rules, store
 from analytics_platform.cohorts.store import CohortStore
 from analytics_platform.common import parse_as_of
-from analytics_platform.resources.mixpanel import MixpanelResource
-from analytics_platform.resources.slack import SlackResource
+from analytics_platform.resources.mixpanel import MixpanelService
+from analytics_platform.resources.slack import SlackService
 from analytics_platform.resources.warehouse import Warehouse
 from analytics_platform.settings import get_settings
 
@@ -67,8 +67,8 @@ def state_loss_temp_users(
     context: dg.AssetExecutionContext,
     config: TempUsersConfig,
     warehouse: Warehouse,
-    mixpanel: MixpanelResource,
-    slack: SlackResource,
+    mixpanel: MixpanelService,
+    slack: SlackService,
 ) -> dg.MaterializeResult:
     """State-loss temp users: Android installs that opened with a temporary identity
     (`impression_privacy`) and restored their real state by device id within 120 s.
@@ -116,7 +116,7 @@ def state_loss_temp_users(
 def state_loss_temp_user_cohort(
     context: dg.AssetExecutionContext,
     warehouse: Warehouse,
-    mixpanel: MixpanelResource,
+    mixpanel: MixpanelService,
 ) -> dg.MaterializeResult:
     """Mixpanel profiles of the state-loss temp users carry the cohort marker.
 

@@ -23,7 +23,7 @@ from analytics_platform.engagement.checks import (
     CHECK_VALID_DOCUMENTS,
 )
 from analytics_platform.resources.app_db import AppDatabase
-from analytics_platform.resources.firestore import FirestoreResource
+from analytics_platform.resources.firestore import FirestoreService
 
 GROUP = "engagement"
 OWNERS = ["team:data-platform"]
@@ -122,7 +122,7 @@ class ExtractionConfig(dg.Config):
 def firestore_app_usage_events(
     context: dg.AssetExecutionContext,
     config: ExtractionConfig,
-    firestore: FirestoreResource,
+    firestore: FirestoreService,
     app_db: AppDatabase,
 ) -> dg.MaterializeResult:
     """Firestore app-usage event documents, extracted incrementally into PostgreSQL.

@@ -33,7 +33,7 @@ from analytics_platform.engagement.rules import (
     week_boundaries,
 )
 from analytics_platform.resources.app_db import AppDatabase
-from analytics_platform.resources.firestore import EventCursor, FirestoreResource, UntimedCounts
+from analytics_platform.resources.firestore import EventCursor, FirestoreService, UntimedCounts
 
 EVENTS_TABLE = "firestore_app_usage_events"
 REJECTS_TABLE = "firestore_app_usage_event_rejects"
@@ -363,7 +363,7 @@ class ExtractionResult:
 
 def extract_events(
     app_db: AppDatabase,
-    firestore: FirestoreResource,
+    firestore: FirestoreService,
     *,
     full_refresh: bool,
     page_size: int,

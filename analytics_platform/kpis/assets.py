@@ -15,7 +15,7 @@ from pydantic import Field
 from analytics_platform.common import UTC, parse_as_of
 from analytics_platform.kpis import rules, store
 from analytics_platform.resources.app_db import AppDatabase
-from analytics_platform.resources.slack import SlackResource
+from analytics_platform.resources.slack import SlackService
 from analytics_platform.settings import Settings, get_settings
 
 GROUP = "kpis"
@@ -109,7 +109,7 @@ def weekly_kpi(
     context: dg.AssetExecutionContext,
     config: WeeklyKpiConfig,
     app_db: AppDatabase,
-    slack: SlackResource,
+    slack: SlackService,
 ) -> Iterator[dg.MaterializeResult]:
     """P (goal attainment) and S (churn risk) of inactive learners in ``weekly_kpi``.
 

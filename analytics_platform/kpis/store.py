@@ -52,7 +52,7 @@ from analytics_platform.kpis.rules import (
     sample_markdown,
     sample_users,
 )
-from analytics_platform.resources.slack import SlackResource
+from analytics_platform.resources.slack import SlackService
 
 REQUIRED_SOURCES = ("exam_results", "features_topic_daily", "attempt", "interest_goal")
 OPTIONAL_SOURCES = ("session",)
@@ -379,7 +379,7 @@ def alert_already_sent(engine: sa.Engine, alert_key: str) -> bool:
 
 
 def send_high_churn_summary(
-    engine: sa.Engine, result: RecalcResult, slack: SlackResource, run_url: str, log: logging.Logger
+    engine: sa.Engine, result: RecalcResult, slack: SlackService, run_url: str, log: logging.Logger
 ) -> str:
     """One Slack message for the users whose new S > 0.7; once per (week, as_of, users).
 

@@ -14,8 +14,8 @@ from pydantic import Field
 from analytics_platform.common import daily_partitions, parse_as_of, partition_keys_of
 from analytics_platform.mixpanel import store
 from analytics_platform.mixpanel.events_config import EventsConfigError
-from analytics_platform.resources.mixpanel import MixpanelError, MixpanelResource
-from analytics_platform.resources.slack import SlackResource
+from analytics_platform.resources.mixpanel import MixpanelError, MixpanelService
+from analytics_platform.resources.slack import SlackService
 from analytics_platform.resources.warehouse import Warehouse
 from analytics_platform.settings import get_settings
 
@@ -57,7 +57,7 @@ def _as_failure() -> Iterator[None]:
     tags={"domain": "mixpanel"},
 )
 def mixpanel_events(
-    context: dg.AssetExecutionContext, warehouse: Warehouse, mixpanel: MixpanelResource
+    context: dg.AssetExecutionContext, warehouse: Warehouse, mixpanel: MixpanelService
 ) -> dg.MaterializeResult:
     """Raw Mixpanel events, one row per `event_id`, in `{BIGQUERY_DATASET}.{BIGQUERY_TABLE}`.
 
@@ -113,7 +113,7 @@ def event_anomalies(
     context: dg.AssetExecutionContext,
     config: EventAnomaliesConfig,
     warehouse: Warehouse,
-    slack: SlackResource,
+    slack: SlackService,
 ) -> dg.MaterializeResult:
     """Event spikes: `{BIGQUERY_DATASET}.event_anomalies`, one row per (event_name, window_start).
 
