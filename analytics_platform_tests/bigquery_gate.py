@@ -269,6 +269,7 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     "mixpanel/partition_counts": {"from_date": DAY, "to_date": DAY},
     # cohorts/store.py
     "cohorts/cohort_stats": {},
+    "cohorts/select_events_loaded_until": {},
     "cohorts/unsynced_temp_users": {},
     "cohorts/mark_synced": {"synced_at": NOW, "ids": ["u1", "u2"]},
     "cohorts/delete_temp_users": {"ids": ["u1"]},
@@ -371,7 +372,8 @@ def _sql_file_statements() -> Iterator[GateStatement]:
                    events_query_sql(f"cohorts/{name}", False, **only), no_event_date)
     cohort = dict(cohort_dataset=COHORT_DS, cohort_table=C.TEMP_USERS_TABLE)
     audit = dict(cohort_dataset=COHORT_DS, audit_table=C.AUDIT_TABLE)
-    for name, ids_ in (("cohort_stats", cohort), ("unsynced_temp_users", cohort), ("mark_synced", cohort),
+    events = dict(events_dataset=MIXPANEL_DS, events_table=EVENTS)
+    for name, ids_ in (("select_events_loaded_until", events), ("cohort_stats", cohort), ("unsynced_temp_users", cohort), ("mark_synced", cohort),
                        ("delete_temp_users", cohort), ("insert_audit_log", audit), ("summary_sent", audit)):
         yield stmt(f"cohorts/{name}", f"cohorts/{name}", _file(f"cohorts/{name}", **ids_))
 

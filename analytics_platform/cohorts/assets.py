@@ -6,6 +6,7 @@ table, the active-yesterday check with its daily Slack summary, and opt-in remov
 Both write start/end rows to ``{COHORT_DATASET}.process_audit_log``.
 """
 
+import datetime as dt
 from typing import Optional
 
 import dagster as dg
@@ -41,6 +42,13 @@ class TempUsersConfig(dg.Config):
         description=(
             "Delete temp users who were active yesterday from the table and $unset their "
             "Mixpanel marker (recorded in the audit log)."
+        ),
+    )
+    max_ingestion_lag_minutes: int = Field(
+        default=rules.DEFAULT_MAX_INGESTION_LAG_MINUTES,
+        description=(
+            "The run fails when the events table is loaded to more than this before as_of "
+            "(ingestion behind): temp users would be missed, not reported as zero."
         ),
     )
 
@@ -80,6 +88,10 @@ def state_loss_temp_users(
     who were active yesterday (the `active_yesterday` check, WARN). With `remove_active: true`
     those users are moved to `state_loss_temp_users_removed` and their Mixpanel marker is unset.
 
+    Fresh data only: the run fails, naming how far the events are loaded, when ingestion is
+    more than `max_ingestion_lag_minutes` (60) behind `as_of` - it never reports zero temp users
+    from a stale table.
+
     Re-run safety: a user already in the table (or removed on purpose) is never inserted again,
     so repeated or overlapping runs (any `as_of`) add nothing twice; existing rows keep their
     `detected_at` and `mixpanel_synced_at`; the Slack summary is sent once per day (delivery is
@@ -93,6 +105,7 @@ def state_loss_temp_users(
         as_of=parse_as_of(config.as_of),
         lookback_days=config.lookback_days,
         remove_active=config.remove_active,
+        max_ingestion_lag=dt.timedelta(minutes=config.max_ingestion_lag_minutes),
         log=context.log,
     )
     check = dg.AssetCheckResult(

@@ -21,6 +21,9 @@ RESTORE_EVENT = "impression_restore_user_state_by_device_id"
 COHORT_EVENTS = (PRIVACY_EVENT, RESTORE_EVENT)
 MAX_GAP_SECONDS = 120
 DEFAULT_LOOKBACK_DAYS = 2
+# The 15-minute refresh keeps the events table within minutes of now; an hour behind
+# as_of means ingestion stopped (four missed ticks) and the detection would miss pairs.
+DEFAULT_MAX_INGESTION_LAG_MINUTES = 60
 ENGAGE_BATCH_SIZE = 2000  # /engage accepts at most 2000 updates per request
 MARKER_PROPERTY = "state_loss_temp_user_cohort_marker"
 LAST_UPDATED_PROPERTY = "state_loss_last_updated"
@@ -284,3 +287,9 @@ def summary_message(
     if listing:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": listing}})
     return text, blocks
+
+
+def ingestion_is_behind(loaded_until: Optional[dt.datetime], as_of: dt.datetime, max_lag: dt.timedelta) -> bool:
+    """True when the events table (loaded up to ``loaded_until``: its latest ``inserted_at``
+    or event time, None when empty) is more than ``max_lag`` behind ``as_of``."""
+    return loaded_until is None or as_utc(loaded_until) < as_utc(as_of) - max_lag

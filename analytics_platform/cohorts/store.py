@@ -132,6 +132,32 @@ class CohortStore:
                 "materialize mixpanel_data/mixpanel_events first (or check BIGQUERY_DATASET / BIGQUERY_TABLE)."
             )
 
+    def events_loaded_until(self) -> Optional[dt.datetime]:
+        """How far the events table is loaded: the later of its last ``inserted_at`` and
+        its latest event time (None when it holds no row)."""
+        row = self.warehouse.query(
+            render_sql(read_sql("cohorts/select_events_loaded_until"), **self._only("events_dataset", "events_table"))
+        ).iloc[0]
+        marks = [pd.Timestamp(v).to_pydatetime() for v in (row["last_inserted_at"], row["last_event_at"]) if pd.notna(v)]
+        return max(marks) if marks else None
+
+    def require_fresh_events(self, as_of: dt.datetime, max_lag: dt.timedelta) -> Optional[dt.datetime]:
+        """Fail (never report zero temp users from a stale table) when ingestion is more
+        than ``max_lag`` behind ``as_of``; return how far the table is loaded."""
+        loaded_until = self.events_loaded_until()
+        if rules.ingestion_is_behind(loaded_until, as_of, max_lag):
+            last = loaded_until.isoformat() if loaded_until else "nowhere (the table is empty)"
+            raise dg.Failure(
+                f"Mixpanel events in {self.events_dataset}.{self.events_table} are loaded up to {last}, "
+                f"more than {int(max_lag.total_seconds() // 60)} min before as_of {as_of.isoformat()}: "
+                "temp users of this window would be missed. Refresh mixpanel_data/mixpanel_events "
+                "(its 15-minute schedule, or materialize the days up to as_of) and re-run, or run "
+                "with an earlier as_of.",
+                metadata={"events_loaded_until": last, "as_of": as_of.isoformat()},
+                allow_retries=False,
+            )
+        return loaded_until
+
     def _columns_of_events(self) -> list[str]:
         if not self._events_columns:
             self._events_columns = self.warehouse.table_columns(self.events_dataset, self.events_table)
@@ -358,6 +384,7 @@ def detect_temp_users(
     as_of: dt.datetime,
     lookback_days: int,
     remove_active: bool,
+    max_ingestion_lag: dt.timedelta = dt.timedelta(minutes=rules.DEFAULT_MAX_INGESTION_LAG_MINUTES),
     log: Any = _LOG,
 ) -> DetectionRun:
     """Detect and insert the temp users of ``[as_of - lookback_days, as_of)``, then the
@@ -376,6 +403,8 @@ def detect_temp_users(
     }
     with store.audited_run(run_id, rules.STEP_DETECT, started, log=log) as audited:
         store.require_events_table()
+        loaded_until = store.require_fresh_events(as_of, max_ingestion_lag)
+        log.info(f"Mixpanel events loaded up to {loaded_until.isoformat()} (as_of {as_of.isoformat()})")
         store.ensure_tables()
         detection = store.detect_and_insert(window, detected_at=utc_now())
         log.info(
@@ -420,7 +449,7 @@ def remove_active_users(
         to_unset = [str(i) for i in active_rows.loc[synced_mask, "distinct_id"]]
         report = rules.send_in_batches(
             to_unset,
-            lambda i: mixpanel.unset_update(i, rules.MARKER_PROPERTIES),
+            lambda i: mixpanel.unset_update(i, rules.MARKER_PROPERTIES, ignore_time=True),
             mixpanel.engage,
         )
         failed = set(report.failed_ids)
@@ -535,7 +564,8 @@ def mark_cohort(store: CohortStore, mixpanel: Any, *, cohort_marker: str, run_id
         recorder = _SyncRecorder(store, marked_at, audited.failure_details)
         try:
             report = rules.send_in_batches(
-                ids, lambda i: mixpanel.set_update(i, props), mixpanel.engage, on_success=recorder.add
+                ids, lambda i: mixpanel.set_update(i, props, ignore_time=True), mixpanel.engage,
+                on_success=recorder.add
             )
         finally:
             recorder.flush()  # never lose the record of batches Mixpanel accepted

@@ -49,7 +49,7 @@ def event(name: str, distinct_id: Optional[str], at: dt.datetime, **props: Any) 
         "event_name": name,
         "distinct_id": distinct_id,
         "event_timestamp": at,
-        "inserted_at": at,
+        "inserted_at": dt.datetime.now(dt.timezone.utc),  # written now, as ingestion stamps it
         "properties": json.dumps(properties),
         "event_date": at.date(),
         "device_id": "column-device-not-used",

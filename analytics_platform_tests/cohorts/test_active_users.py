@@ -133,7 +133,7 @@ def test_remove_active_deletes_unsets_and_never_reinserts(duckdb_warehouse, stub
     # only the marked profile needed an $unset
     updates = [u for r in mixpanel_stub.engage_requests for u in r["updates"]]
     assert updates == [
-        {"$token": mixpanel_stub.project_token, "$distinct_id": "active", "$unset": [MARKER_PROPERTY, LAST_UPDATED_PROPERTY]}
+        {"$token": mixpanel_stub.project_token, "$distinct_id": "active", "$unset": [MARKER_PROPERTY, LAST_UPDATED_PROPERTY], "$ignore_time": True}
     ]
     removed = duckdb_warehouse.query(f"SELECT * FROM `{COHORT_DATASET}.{T.REMOVED_TABLE}` ORDER BY distinct_id")
     assert list(removed["distinct_id"]) == ["active", "active_unsynced"]

@@ -31,7 +31,7 @@ def as_rows(records: list[dict]) -> list[dict]:
                 "event_name": r["event"],
                 "distinct_id": p["distinct_id"],
                 "event_timestamp": at,
-                "inserted_at": at,
+                "inserted_at": dt.datetime.now(dt.timezone.utc),  # as the ingestion stamps it
                 "properties": json.dumps(p),
             }
         )

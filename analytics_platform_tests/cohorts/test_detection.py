@@ -9,6 +9,7 @@ import pandas as pd
 
 from analytics_platform.cohorts.assets import TEMP_USERS_KEY
 from analytics_platform_tests.cohorts.conftest import (
+    COHORT_DATASET,
     EVENTS_DATASET,
     EVENTS_SCHEMA,
     EVENTS_TABLE,
@@ -219,3 +220,37 @@ def test_rule_reads_properties_not_the_extra_columns(warehouse, local_mixpanel, 
     materialize(warehouse, local_mixpanel, local_slack, keys=[TEMP_USERS_KEY], as_of=AS_OF)
 
     assert set(temp_users(warehouse)["distinct_id"]) == expected
+
+
+def _stale(row: dict, loaded_at: dt.datetime) -> dict:
+    return {**row, "inserted_at": loaded_at}
+
+
+def test_ingestion_behind_as_of_fails_naming_the_last_loaded_time(warehouse, local_mixpanel, local_slack):
+    """Issue 14.9: ingestion stopped at 2024-06-05T10:00 (rows written then, nothing later);
+    a run as of 2024-06-06T00:00 would see no pair after 10:00 and report too few temp users:
+    it fails instead, naming how far the table is loaded, and writes nothing."""
+    stopped = ts("2024-06-05T10:00:05")
+    seed_events(warehouse, [_stale(privacy("tmp", T0, "d-1"), stopped), _stale(restore("real", T0 + 5 * S, "d-1"), stopped)])
+    result = materialize(warehouse, local_mixpanel, local_slack, keys=[TEMP_USERS_KEY], as_of=AS_OF, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = str(failure.event_specific_data.error)
+    assert "loaded up to 2024-06-05T10:00:05+00:00" in message and "before as_of 2024-06-06T00:00:00+00:00" in message
+    assert not warehouse.table_exists(COHORT_DATASET, "state_loss_temp_users")  # nothing written
+
+
+def test_ingestion_within_the_allowed_lag_runs(warehouse, local_mixpanel, local_slack):
+    """Loaded 30 minutes before as_of (the 15-minute refresh between ticks): the run goes on."""
+    loaded = ts("2024-06-05T23:30:00")
+    seed_events(warehouse, [_stale(privacy("tmp", T0, "d-1"), loaded), _stale(restore("real", T0 + 5 * S, "d-1"), loaded)])
+    materialize(warehouse, local_mixpanel, local_slack, keys=[TEMP_USERS_KEY], as_of=AS_OF)
+    assert list(temp_users(warehouse)["distinct_id"]) == ["tmp"]
+
+
+def test_an_empty_events_table_fails_rather_than_reporting_zero(duckdb_warehouse, local_mixpanel, local_slack):
+    seed_events(duckdb_warehouse, [])
+    result = materialize(duckdb_warehouse, local_mixpanel, local_slack, keys=[TEMP_USERS_KEY], as_of=AS_OF, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "the table is empty" in str(failure.event_specific_data.error)

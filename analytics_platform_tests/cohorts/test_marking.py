@@ -53,7 +53,8 @@ def test_2500_users_two_requests_exact_payload(duckdb_warehouse, mixpanel_stub, 
     stamp = requests[0]["updates"][0]["$set"][LAST_UPDATED_PROPERTY]
     for request in requests:
         for update in request["updates"]:
-            assert set(update) == {"$token", "$distinct_id", "$set"}
+            assert set(update) == {"$token", "$distinct_id", "$set", "$ignore_time"}
+            assert update["$ignore_time"] is True  # marking must not move the profile's $last_seen
             assert update["$token"] == mixpanel_stub.project_token
             assert update["$set"] == {MARKER_PROPERTY: MARKER, LAST_UPDATED_PROPERTY: stamp}
     marked_at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
