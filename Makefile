@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.analytics_data/dagster_home
 
-.PHONY: install demo test dev validate bench clean
+.PHONY: install demo test dev validate bench stop clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,5 +40,9 @@ validate: install
 bench: install
 	$(PY) -m benchmarks list
 
-clean:
+# The demo leaves the embedded PostgreSQL running (reused by the next run and by `make dev`).
+stop: install
+	$(PY) -m analytics_platform.demo --stop
+
+clean: stop
 	rm -rf .analytics_data

@@ -7,6 +7,7 @@ reused by later runs; nothing has to be installed or running beforehand.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any, Optional
@@ -42,6 +43,46 @@ def embedded_postgres_url(directory: Path) -> str:
     _forget_dead_server(directory)
     server = pgserver.get_server(str(directory), cleanup_mode=None)
     return normalise_url(server.get_uri())
+
+
+def stop_embedded_postgres(directory: Path, timeout: float = 30.0) -> bool:
+    """Fast-shutdown the embedded PostgreSQL of ``directory`` if one runs (``make stop``);
+    True if stopped.  Its data stay: the next run starts it again.
+
+    Uses the pid in ``postmaster.pid`` (SIGINT = fast shutdown), so it never starts a
+    server the way ``pgserver.get_server`` would.
+    """
+    import signal
+    import time
+
+    pid_file = Path(directory).resolve() / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _forget_dead_server(directory: Path) -> None:

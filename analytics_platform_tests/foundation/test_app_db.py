@@ -200,3 +200,34 @@ def test_prod_without_url_fails_naming_the_variable():
     db = AppDatabase(url=None, require_url=True)
     with pytest.raises(SettingsError, match="APP_DATABASE_URL"):
         db.setup_for_execution(None)
+
+
+def test_make_stop_stops_the_embedded_server_and_keeps_its_data(embedded_dir):
+    """`make stop` (= python -m analytics_platform.demo --stop): the embedded server under
+    ANALYTICS_DATA_DIR/postgres is stopped, its data stay, the next use starts it again."""
+    from analytics_platform.resources.app_db import stop_embedded_postgres
+
+    server_dir = embedded_dir / "postgres"
+    db = AppDatabase(url=None, embedded_dir=str(server_dir))
+    with db.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE kept (v int)"))
+        conn.execute(sa.text("INSERT INTO kept VALUES (7)"))
+    db.get_engine().dispose()
+    assert (server_dir / "postmaster.pid").exists()
+
+    out = subprocess.run(
+        [sys.executable, "-m", "analytics_platform.demo", "--stop"],
+        env={**os.environ, "ANALYTICS_DATA_DIR": str(embedded_dir)},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0 and "embedded PostgreSQL stopped" in out.stdout, out.stderr
+    assert not (server_dir / "postmaster.pid").exists()
+    assert stop_embedded_postgres(server_dir) is False  # nothing left to stop
+
+    # the next run (make dev, the demo: a new process) starts it again on the same data
+    out = _in_new_process(server_dir, """
+        with db.connect() as conn:
+            out["v"] = conn.execute(sa.text("SELECT v FROM kept")).scalar()
+        """)
+    assert out["v"] == 7
+    assert stop_embedded_postgres(server_dir) is True

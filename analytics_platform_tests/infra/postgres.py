@@ -32,6 +32,8 @@ import shlex
 
 from .processes import free_port, start_watchdog, stop_watchdog, tail
 
+from analytics_platform.resources.app_db import stop_embedded_postgres  # noqa: F401 (fixtures use it)
+
 SERVER_TIMEZONE = "America/New_York"
 _PG_ROOT = Path("/usr/lib/postgresql")
 
@@ -200,43 +202,4 @@ def _has_user(name: str) -> bool:
         pwd.getpwnam(name)
         return True
     except KeyError:
-        return False
-
-
-def stop_embedded_postgres(directory: Path, timeout: float = 30.0) -> bool:
-    """Fast-shutdown the pgserver postmaster of ``directory`` if one runs; True if stopped.
-
-    Uses the pid in ``postmaster.pid`` (SIGINT = fast shutdown), so it never starts a
-    server the way ``pgserver.get_server`` would.
-    """
-    import signal
-    import time
-
-    pid_file = Path(directory).resolve() / "postmaster.pid"
-    try:
-        pid = int(pid_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return False
-    try:
-        os.kill(pid, signal.SIGINT)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return True
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
         return False
