@@ -147,7 +147,7 @@ def _tag_limit(tags: list[dict]) -> int | None:
     import yaml
 
     config = yaml.safe_load((harness.REPO_ROOT / "dagster.yaml").read_text())
-    limits = config.get("run_coordinator", {}).get("config", {}).get("tag_concurrency_limits", [])
+    limits = config.get("concurrency", {}).get("runs", {}).get("tag_concurrency_limits", [])
     run_tags = {t["key"]: t["value"] for t in tags}
     matching = [
         entry["limit"] for entry in limits

@@ -341,7 +341,7 @@ def test_values_repeat_the_instance_queue_and_retries(values, instance_yaml) -> 
     coordinator = daemon["runCoordinator"]
     assert coordinator["enabled"] and coordinator["type"] == "QueuedRunCoordinator"
     queued = coordinator["config"]["queuedRunCoordinator"]
-    expected = instance_yaml["run_coordinator"]["config"]
+    expected = instance_yaml["concurrency"]["runs"]
     assert queued["maxConcurrentRuns"] == expected["max_concurrent_runs"]
     assert queued["tagConcurrencyLimits"] == expected["tag_concurrency_limits"]
     assert any(t["key"] == "analytics_platform/mixpanel_export" for t in queued["tagConcurrencyLimits"])
@@ -372,8 +372,7 @@ def test_values_limit_every_concurrency_pool_of_the_code(values, instance_yaml) 
         limit = (concurrency.get("pools") or {}).get("defaultLimit")
         assert isinstance(limit, int) and limit >= 1, f"pools {sorted(pools)} have no limit in deploy/values.yaml"
         local = ((instance_yaml.get("concurrency") or {}).get("pools") or {}).get("default_limit")
-        if local is not None:
-            assert local == limit, "dagster.yaml and deploy/values.yaml disagree on the pool limit"
+        assert local == limit, "dagster.yaml and deploy/values.yaml disagree on the pool limit"
     # The chart refuses run limits in both places; ours are in the run coordinator.
     assert not (concurrency.get("runs") or {}).get("tagConcurrencyLimits")
 

@@ -87,11 +87,12 @@ def test_materialization_stored_in_postgres(local_platform, app_db_url: str, mon
 
         # The production run queue, with the limits that protect Mixpanel, and run retries.
         expected = yaml.safe_load(REPO_YAML.read_text())
-        coordinator = instance.run_coordinator
-        assert type(coordinator).__name__ == "QueuedRunCoordinator"
-        limits = expected["run_coordinator"]["config"]["tag_concurrency_limits"]
-        assert coordinator.get_run_queue_config().tag_concurrency_limits == limits
-        assert coordinator.get_run_queue_config().max_concurrent_runs == expected["run_coordinator"]["config"]["max_concurrent_runs"]
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        queue = instance.get_concurrency_config().run_queue_config  # what the daemon dequeues by
+        assert queue.tag_concurrency_limits == expected["concurrency"]["runs"]["tag_concurrency_limits"]
+        assert queue.max_concurrent_runs == expected["concurrency"]["runs"]["max_concurrent_runs"]
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.default_pool_limit == expected["concurrency"]["pools"]["default_limit"]
         assert instance.run_retries_enabled and instance.run_retries_max_retries == expected["run_retries"]["max_retries"]
         assert instance.run_monitoring_enabled
     finally:
