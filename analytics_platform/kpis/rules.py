@@ -21,7 +21,6 @@ Per-user validation (a score that is NaN or outside [0, 100] fails that user onl
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -295,21 +294,6 @@ def sample_markdown(sample: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------ high-churn summary
-def high_churn_alert_key(high: pd.DataFrame, week: dt.date, as_of: dt.datetime) -> Optional[str]:
-    """Identifies one high-churn summary: the week, as_of and the exact users and values.
-
-    A re-run with the same as_of and the same data has the same key, so the summary is
-    sent once (principle 5).  None when there is nobody to report.
-    """
-    if high.empty:
-        return None
-    digest = hashlib.sha256()
-    digest.update(f"{week}|{as_of.isoformat()}|".encode())
-    for user_id, s in zip(high["user_id"], high["S"]):
-        digest.update(f"{user_id}={s:.12g};".encode())
-    return digest.hexdigest()[:32]
-
-
 def format_high_churn(
     high: pd.DataFrame,
     *,

@@ -47,7 +47,6 @@ from analytics_platform.kpis.rules import (
     evaluate_users,
     format_high_churn,
     high_churn,
-    high_churn_alert_key,
     sample_changes,
     sample_markdown,
     sample_users,
@@ -118,10 +117,6 @@ class RecalcResult:
     def sample(self, size: int = SAMPLE_SIZE) -> list[dict]:
         """Up to ``size`` changes (user, old -> new P/S), highest new S first."""
         return sample_changes(self.users, self.old_values, size)
-
-    def alert_key(self, threshold: float = HIGH_CHURN_THRESHOLD) -> Optional[str]:
-        """The key of this run's high-churn summary (None when nobody is above threshold)."""
-        return high_churn_alert_key(self.high_churn(threshold), self.week_start, self.params.as_of)
 
     def metadata(self) -> dict[str, Any]:
         """The materialization (or, for a dry run, observation) metadata of the run."""
@@ -361,53 +356,53 @@ def _write(
 
 
 # ------------------------------------------------------------------------------ high-churn summary
-def mark_alert(engine: sa.Engine, run_id: str, alert_key: str, sent: bool) -> None:
-    """Record the run's high-churn alert key (and that it was delivered)."""
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(read_postgres_sql("kpis/record_alert")),
-            {"alert_key": alert_key, "sent": sent, "run_id": run_id},
-        )
-
-
-def alert_already_sent(engine: sa.Engine, alert_key: str) -> bool:
-    """True when some run already delivered the summary with this key."""
-    with engine.connect() as conn:
-        if not existing_tables(conn, ("weekly_kpi_recalc_runs",)):
-            return False
-        return bool(conn.execute(sa.text(read_postgres_sql("kpis/find_sent_alert")), {"k": alert_key}).scalar())
-
-
 def send_high_churn_summary(
     engine: sa.Engine, result: RecalcResult, slack: SlackService, run_url: str, log: logging.Logger
 ) -> str:
-    """One Slack message for the users whose new S > 0.7; once per (week, as_of, users).
+    """At most one Slack summary per UTC day (of as_of), listing the learners whose new
+    S > 0.7 and who were not listed before (``weekly_kpi_churn_alerts``); a listed learner
+    who is no longer above the threshold in a run is forgotten, so a new crossing is
+    reported again.
 
-    Returns what happened: ``none``, ``already_sent``, ``not_delivered`` or ``sent``.
+    Returns what happened: ``none`` (nobody above), ``no_new_learners``,
+    ``already_sent_today``, ``not_delivered`` (the next run retries) or ``sent``.
     """
-    key = result.alert_key()
-    if key is None:
-        return "none"
-    if alert_already_sent(engine, key):
-        mark_alert(engine, result.run_id, key, sent=False)
-        log.info("High-churn summary for this as_of and these users was already sent; not repeated")
-        return "already_sent"
     high = result.high_churn()
+    high_ids = high["user_id"].tolist() if not high.empty else []
+    day = result.params.as_of.date()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(read_postgres_sql("kpis/create_churn_alerts"))
+        conn.execute(sa.text(read_postgres_sql("kpis/forget_recovered_churn_alerts")), {"high_ids": high_ids})
+        state = conn.execute(
+            sa.text(read_postgres_sql("kpis/select_churn_alert_state")), {"day": day, "user_ids": high_ids}
+        ).one()
+    if high.empty:
+        return "none"
+    new = high[~high["user_id"].isin(set(state.already_listed or []))]
+    if new.empty:
+        log.info(f"High-churn summary: all {len(high)} learners above {HIGH_CHURN_THRESHOLD} were listed before")
+        return "no_new_learners"
+    if state.sent_today:
+        log.info(f"High-churn summary already sent on {day} (UTC); {len(new)} new learner(s) wait for the next day's")
+        return "already_sent_today"
     text, blocks = format_high_churn(
-        high,
+        new,
         week_start=result.week_start.isoformat(),
         as_of=result.params.as_of.isoformat(),
         threshold=HIGH_CHURN_THRESHOLD,
         run_url=run_url,
     )
     delivery = slack.post_message(text, blocks=blocks)
-    mark_alert(engine, result.run_id, key, sent=delivery.delivered)
     if not delivery.delivered:
-        log.warning(
-            f"High-churn summary not delivered ({delivery.error}); a re-run with the same as_of retries it"
-        )
+        log.warning(f"High-churn summary not delivered ({delivery.error}); the next run retries it")
         return "not_delivered"
-    log.info(f"High-churn summary ({len(high)} users) sent to {delivery.destination}")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(read_postgres_sql("kpis/record_churn_alerts")),
+            {"user_ids": new["user_id"].tolist(), "s": [float(v) for v in new["S"]], "day": day,
+             "run_id": result.run_id},
+        )
+    log.info(f"High-churn summary ({len(new)} new learners) sent to {delivery.destination}")
     return "sent"
 
 

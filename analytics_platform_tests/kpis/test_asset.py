@@ -117,12 +117,40 @@ def test_high_churn_summary_is_one_message_sent_once(learners, app_db, slack_stu
     assert "calm" not in text and "broken" not in text
     # the same as_of again: the data is rewritten identically, the summary is not repeated
     meta = metadata(materialize(app_db, slack, instance, as_of=AS_OF_ISO))
-    assert meta["high_churn_alert"] == "already_sent"
-    assert len(slack_stub.messages_in("#data-alerts")) == 1
-    # a later as_of is a new summary
+    assert meta["high_churn_alert"] == "no_new_learners"
+    # a sensor-triggered run later the same day, same learners: nothing either
     later = (AS_OF + dt.timedelta(hours=6)).isoformat()
-    assert metadata(materialize(app_db, slack, instance, as_of=later))["high_churn_alert"] == "sent"
-    assert len(slack_stub.messages_in("#data-alerts")) == 2
+    assert metadata(materialize(app_db, slack, instance, as_of=later))["high_churn_alert"] == "no_new_learners"
+    assert len(slack_stub.messages_in("#data-alerts")) == 1
+
+
+def test_high_churn_summary_at_most_once_per_utc_day_listing_only_new_crossers(learners, kpi_db, app_db, slack_stub):
+    """Issue 17.2: two KPI runs on the same UTC day send at most one summary; a learner who
+    crosses 0.7 after it waits for the next day's summary, which lists only them; a learner
+    who is no longer above 0.7 is forgotten, and listed again on a new crossing."""
+    slack = SlackResource(**slack_stub.resource_kwargs())
+    instance = dg.DagsterInstance.ephemeral()
+    assert metadata(materialize(app_db, slack, instance, as_of=AS_OF_ISO))["high_churn_alert"] == "sent"
+    kpi_db.exams("newcomer", [65.0], at=days_before(20))  # S = 1 - e^(-20/14) = 0.76
+    later_today = (AS_OF + dt.timedelta(hours=9)).isoformat()
+    meta = metadata(materialize(app_db, slack, instance, as_of=later_today))
+    assert meta["high_churn_alert"] == "already_sent_today"
+    assert len(slack_stub.messages_in("#data-alerts")) == 1
+
+    next_day = (AS_OF + dt.timedelta(days=1)).isoformat()
+    assert metadata(materialize(app_db, slack, instance, as_of=next_day))["high_churn_alert"] == "sent"
+    messages = slack_stub.messages_in("#data-alerts")
+    assert len(messages) == 2
+    assert "1 learner at high churn risk" in messages[1]["text"] and "`newcomer`" in messages[1]["text"]
+    assert "`risky`" not in messages[1]["text"]
+
+    # risky comes back (a fresh exam: active again), later drops out again and crosses anew
+    kpi_db.exams("risky", [75.0], at=AS_OF + dt.timedelta(days=1, hours=1))
+    two_days = (AS_OF + dt.timedelta(days=2)).isoformat()
+    assert metadata(materialize(app_db, slack, instance, as_of=two_days))["high_churn_alert"] == "no_new_learners"
+    far = (AS_OF + dt.timedelta(days=20)).isoformat()  # 19 days after risky's return: S = 0.74
+    assert metadata(materialize(app_db, slack, instance, as_of=far))["high_churn_alert"] == "sent"
+    assert "`risky`" in slack_stub.messages_in("#data-alerts")[2]["text"]
 
 
 def test_undelivered_summary_is_retried_by_a_rerun(learners, app_db, slack_stub):

@@ -1,8 +1,8 @@
 -- Bookkeeping owned by analytics_platform: one row per (non-dry) run of app_db/weekly_kpi,
 -- written in the SAME transaction as its weekly_kpi writes.  `written_at` is the
 -- updated_at value the run stamped on every row it wrote, so the external-write sensor can
--- tell this asset's writes from anyone else's without a race; the alert columns make the
--- high-churn Slack summary go out once per (week, as_of, user set).
+-- tell this asset's writes from anyone else's without a race. The alert columns are no longer
+-- written (the summary bookkeeping is weekly_kpi_churn_alerts) and kept for existing tables.
 CREATE TABLE IF NOT EXISTS weekly_kpi_recalc_runs (
     run_id          TEXT        PRIMARY KEY,
     written_at      TIMESTAMPTZ NOT NULL,
