@@ -90,6 +90,18 @@ def _date(name: str, raw: str) -> str:
     return raw
 
 
+def _timezone(name: str, raw: str) -> str:
+    """An IANA time zone name (``Europe/Berlin``), checked against the zone database."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    value = raw.strip()
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"{name} must be an IANA time zone name such as UTC or America/Los_Angeles, got {raw!r}") from None
+    return value
+
+
 def _one_of(choices: Sequence[str], expected: str) -> Parser:
     """Lower-cased value that must be one of ``choices`` (``expected`` says which)."""
 
@@ -155,6 +167,8 @@ class Settings:
     mixpanel_export_url: str = var("MIXPANEL_EXPORT_URL", None, _url)  # None: the region's host
     mixpanel_api_url: str = var("MIXPANEL_API_URL", None, _url)  # None: the region's host
     mixpanel_late_days: int = var("MIXPANEL_LATE_DAYS", 2, _int)
+    # projects created before 2023 read from_date/to_date in this zone (partitions stay UTC)
+    mixpanel_project_timezone: str = var("MIXPANEL_PROJECT_TIMEZONE", "UTC", _timezone)
     # slack
     slack_bot_token: Optional[str] = var("SLACK_BOT_TOKEN", secret=True)
     slack_webhook_url: Optional[str] = var("SLACK_WEBHOOK_URL", secret=True)

@@ -380,3 +380,25 @@ def rejected_partition_dates(
         day = min(max(day, first_day), last_day)
         out.append(day)
     return out
+
+
+def export_dates(
+    first_day: dt.date, last_day: dt.date, project_timezone: str, now: dt.datetime
+) -> Optional[tuple[dt.date, dt.date]]:
+    """The ``from_date``/``to_date`` to ask Mixpanel for the UTC days ``[first_day,
+    last_day]`` when the project reads them as dates of ``project_timezone``: the local
+    dates that cover the UTC range, never a ``to_date`` after the project's local today
+    (Mixpanel answers 400).  None when nothing of the range has happened yet.  The export
+    may then hold events of neighbouring UTC days: the caller keeps the range's own."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(project_timezone)
+    start = dt.datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
+    end = dt.datetime(last_day.year, last_day.month, last_day.day, tzinfo=UTC) + dt.timedelta(days=1)
+    from_date = start.astimezone(zone).date()
+    to_date = (end - dt.timedelta(microseconds=1)).astimezone(zone).date()
+    local_today = now.astimezone(zone).date()
+    to_date = min(to_date, local_today)
+    if from_date > to_date:
+        return None
+    return from_date, to_date

@@ -204,8 +204,13 @@ def ingest_ranges(
     batch_rows: int = BATCH_ROWS,
     log: Optional[Callable[[str], None]] = None,
     sleep: Callable[[float], None] = time.sleep,
+    project_timezone: str = "UTC",
 ) -> IngestResult:
-    """Fetch and load every range (one export request per range, retried by the client)."""
+    """Fetch and load every range (one export request per range, retried by the client).
+
+    The export is asked for the project-local dates that cover each UTC range
+    (:func:`rules.export_dates`, ``MIXPANEL_PROJECT_TIMEZONE``), never past the project's
+    local today; only the events of the range's own UTC days are loaded."""
     say = log or _log.info
     started = time.monotonic()
     now = (now or dt.datetime.now(UTC)).astimezone(UTC)
@@ -221,13 +226,19 @@ def ingest_ranges(
             if last_request and wait > 0:
                 sleep(wait)
             path = folder / f"export_{first_day}_{last_day}.jsonl"
-            stats = mixpanel.export_to_file(first_day, last_day, list(events), dest=path)
-            last_request = time.monotonic()
-            result.export_requests += int(getattr(stats, "requests", 1))
-            result.export_bytes += int(getattr(stats, "bytes", 0))
-            say(f"export {first_day}..{last_day}: {stats.lines} lines, {stats.bytes} bytes")
+            dates = R.export_dates(first_day, last_day, project_timezone, now)
+            if dates is None:  # nothing of these days has happened in the project's zone yet
+                path.write_bytes(b"")
+                say(f"export {first_day}..{last_day}: not started yet in {project_timezone}; nothing to ask")
+            else:
+                stats = mixpanel.export_to_file(dates[0], dates[1], list(events), dest=path)
+                last_request = time.monotonic()
+                result.export_requests += int(getattr(stats, "requests", 1))
+                result.export_bytes += int(getattr(stats, "bytes", 0))
+                asked = "" if dates == (first_day, last_day) else f" (asked {dates[0]}..{dates[1]} in {project_timezone})"
+                say(f"export {first_day}..{last_day}{asked}: {stats.lines} lines, {stats.bytes} bytes")
             carry: Optional[dt.date] = None
-            inserted_here = 0
+            inserted_here = outside_here = 0
             with ExportParser(batch_rows=batch_rows) as parser:
                 for batch in parser.parse(path):
                     ev = batch.events
@@ -237,8 +248,9 @@ def ingest_ranges(
                             pc.greater_equal(dates, pa.scalar(first_day, pa.date32())),
                             pc.less_equal(dates, pa.scalar(last_day, pa.date32())),
                         )
-                        result.rows_outside_requested_days += ev.num_rows - pc.sum(inside).as_py()
-                        inserted_here += loader.load_events(ev)
+                        own_days = ev.filter(inside)  # a run writes its own partitions only
+                        outside_here += ev.num_rows - own_days.num_rows
+                        inserted_here += loader.load_events(own_days)
                     if batch.rejected.num_rows:
                         good_lines = ev.column("line_no").to_numpy() if ev.num_rows else np.array([], np.int64)
                         good_dates = np.array(ev.column("event_date").to_pylist(), dtype=object) if ev.num_rows else np.array([], object)
@@ -263,7 +275,8 @@ def ingest_ranges(
                 result.rejected_by_reason[reason] = result.rejected_by_reason.get(reason, 0) + count
             result.duplicates_collapsed += duplicates
             result.rows_inserted += inserted_here
-            result.rows_already_loaded += st.valid - duplicates - inserted_here
+            result.rows_outside_requested_days += outside_here
+            result.rows_already_loaded += st.valid - duplicates - inserted_here - outside_here
             path.unlink(missing_ok=True)
             result.rows_deleted_uncollected += warehouse.execute_file(
                 "mixpanel/delete_uncollected_events",
@@ -339,6 +352,7 @@ def refresh_event_days(
         events=events,
         now=utc_now(),
         log=say,
+        project_timezone=settings.mixpanel_project_timezone,
     )
     if result.rows_rejected:
         (warn or _log.warning)(

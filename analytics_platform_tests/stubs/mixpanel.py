@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -102,6 +103,25 @@ class _Source:
                 yield b"".join(kept[i : i + BLOCK_LINES])
 
 
+def _local_slice(source: _Source, zone: ZoneInfo, start: dt.date, end: dt.date) -> _Source:
+    """The lines of ``source`` whose event time falls on a date of ``zone`` in [start, end]
+    (hand-added lines only; a line without a readable time is kept)."""
+    if source.kind != "lines":
+        return source
+
+    def keep(line: bytes) -> bool:
+        try:
+            seconds = float(json.loads(line)["properties"]["time"])
+        except (ValueError, KeyError, TypeError):
+            return True
+        if seconds > 1e11:  # milliseconds
+            seconds /= 1000
+        local = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).astimezone(zone).date()
+        return start <= local <= end
+
+    return _Source(kind="lines", lines=[(name, line) for name, line in source.lines if keep(line)])
+
+
 def _truncated(blocks: Iterator[bytes], after_lines: int, mode: str) -> Iterator[bytes]:
     """``blocks`` cut after ``after_lines`` lines, ended as Mixpanel ends a cut export."""
     sent = 0
@@ -167,6 +187,10 @@ class MixpanelStub(StubServer):
         self.require_auth = require_auth
         self.gzip = gzip
         self.days: dict[str, list[_Source]] = {}
+        # A project created before 2023: from_date/to_date are dates of this zone, and a
+        # to_date after the project's local today answers 400 (as Mixpanel does).
+        self.project_timezone = "UTC"
+        self.now: Optional[dt.datetime] = None  # the stub's clock (None: the real one)
         self.engage_batches: list[list[dict]] = []  # accepted batches
         self.profiles: dict[str, dict] = {}  # distinct_id -> properties after $set/$unset
 
@@ -348,13 +372,27 @@ class MixpanelStub(StubServer):
             entry["status"] = 400
             h.send_json(400, {"request": h.path, "error": f"invalid request: {exc}"})
             return
+        zone = ZoneInfo(self.project_timezone)
+        local_today = (self.now or dt.datetime.now(dt.timezone.utc)).astimezone(zone).date()
+        if end > local_today:
+            entry["status"] = 400
+            h.send_json(400, {"request": h.path, "error": f"'to_date' cannot be later than today ({local_today})"})
+            return
         entry["status"] = 200
         days = []
         with self.lock:
-            day = start
-            while day <= end:
-                days.append((day.isoformat(), list(self.days.get(day.isoformat(), []))))
-                day += dt.timedelta(days=1)
+            if self.project_timezone == "UTC":
+                day = start
+                while day <= end:
+                    days.append((day.isoformat(), list(self.days.get(day.isoformat(), []))))
+                    day += dt.timedelta(days=1)
+            else:  # local dates: the UTC days around them, each line kept by its local date
+                day = start - dt.timedelta(days=1)
+                while day <= end + dt.timedelta(days=1):
+                    days.append((day.isoformat(), [
+                        _local_slice(source, zone, start, end) for source in self.days.get(day.isoformat(), [])
+                    ]))
+                    day += dt.timedelta(days=1)
 
         def blocks() -> Iterator[bytes]:
             for key, sources in days:
