@@ -8,22 +8,30 @@
 --   :inactive_until  timestamptz  as_of - threshold_days
 -- The session_activity placeholder below is replaced by session_activity.sql when the
 -- session table exists, else by nothing (the table is optional).
+-- Bounded by the lookback: only activity in [lookback_start, as_of) is read. A learner
+-- whose last activity is older is not inactive by definition (last_activity >=
+-- lookback_start), and for every other learner the latest activity is inside the bound, so
+-- the result is that of the unbounded scan while an index on the activity columns is read
+-- as a range, not the whole history, on every daily and sensor-triggered run.
 WITH stream AS (
     -- at: an activity instant (NULL for goals); score: an exam score; target: a goal
     SELECT user_id, COALESCE(updated_at, created_at) AS at, score, CAST(NULL AS double precision) AS target
     FROM exam_results
     WHERE user_id IS NOT NULL
       AND COALESCE(updated_at, created_at) < :as_of
+      AND COALESCE(updated_at, created_at) >= :lookback_start
     UNION ALL
     SELECT user_id, last_seen_at, NULL, NULL
     FROM features_topic_daily
     WHERE user_id IS NOT NULL
       AND last_seen_at < :as_of
+      AND last_seen_at >= :lookback_start
     UNION ALL
     SELECT student_id, completed_at, NULL, NULL
     FROM attempt
     WHERE student_id IS NOT NULL
       AND completed_at < :as_of
+      AND completed_at >= :lookback_start
     {session_activity}
     UNION ALL
     SELECT user_id, NULL, NULL, target_score

@@ -4,3 +4,4 @@
     FROM session
     WHERE user_id IS NOT NULL
       AND ended_at < :as_of
+      AND ended_at >= :lookback_start
