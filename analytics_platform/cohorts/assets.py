@@ -53,6 +53,16 @@ class TempUsersConfig(dg.Config):
     )
 
 
+def events_refreshed_at(instance: dg.DagsterInstance, as_of: dt.datetime) -> Optional[dt.datetime]:
+    """When the ``mixpanel_events`` partition holding the instant before ``as_of`` was last
+    materialized (None when never): the refresh of a quiet day writes no row."""
+    day = (as_of - dt.timedelta(microseconds=1)).date().isoformat()
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=EVENTS_KEY, asset_partitions=[day]), limit=1
+    ).records
+    return dt.datetime.fromtimestamp(records[0].timestamp, tz=dt.timezone.utc) if records else None
+
+
 @dg.asset(
     key=TEMP_USERS_KEY,
     deps=[EVENTS_KEY],
@@ -97,15 +107,17 @@ def state_loss_temp_users(
     `detected_at` and `mixpanel_synced_at`; the Slack summary is sent once per day (delivery is
     recorded in the audit log); removal is idempotent.
     """
+    as_of = parse_as_of(config.as_of)
     result = store.detect_temp_users(
         CohortStore(warehouse, get_settings()),
         mixpanel,
         slack,
         run_id=context.run.run_id,
-        as_of=parse_as_of(config.as_of),
+        as_of=as_of,
         lookback_days=config.lookback_days,
         remove_active=config.remove_active,
         max_ingestion_lag=dt.timedelta(minutes=config.max_ingestion_lag_minutes),
+        events_refreshed_at=events_refreshed_at(context.instance, as_of),
         log=context.log,
     )
     check = dg.AssetCheckResult(

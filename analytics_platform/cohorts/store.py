@@ -141,10 +141,16 @@ class CohortStore:
         marks = [pd.Timestamp(v).to_pydatetime() for v in (row["last_inserted_at"], row["last_event_at"]) if pd.notna(v)]
         return max(marks) if marks else None
 
-    def require_fresh_events(self, as_of: dt.datetime, max_lag: dt.timedelta) -> Optional[dt.datetime]:
+    def require_fresh_events(
+        self, as_of: dt.datetime, max_lag: dt.timedelta, refreshed_at: Optional[dt.datetime] = None
+    ) -> Optional[dt.datetime]:
         """Fail (never report zero temp users from a stale table) when ingestion is more
-        than ``max_lag`` behind ``as_of``; return how far the table is loaded."""
-        loaded_until = self.events_loaded_until()
+        than ``max_lag`` behind ``as_of``; return how far the table is loaded.
+
+        ``refreshed_at``: when the events partition of as_of's day was last materialized
+        (a quiet day adds no row, yet the refresh ran and the table is complete)."""
+        marks = [m for m in (self.events_loaded_until(), refreshed_at) if m is not None]
+        loaded_until = max(marks) if marks else None
         if rules.ingestion_is_behind(loaded_until, as_of, max_lag):
             last = loaded_until.isoformat() if loaded_until else "nowhere (the table is empty)"
             raise dg.Failure(
@@ -385,6 +391,7 @@ def detect_temp_users(
     lookback_days: int,
     remove_active: bool,
     max_ingestion_lag: dt.timedelta = dt.timedelta(minutes=rules.DEFAULT_MAX_INGESTION_LAG_MINUTES),
+    events_refreshed_at: Optional[dt.datetime] = None,
     log: Any = _LOG,
 ) -> DetectionRun:
     """Detect and insert the temp users of ``[as_of - lookback_days, as_of)``, then the
@@ -403,7 +410,7 @@ def detect_temp_users(
     }
     with store.audited_run(run_id, rules.STEP_DETECT, started, log=log) as audited:
         store.require_events_table()
-        loaded_until = store.require_fresh_events(as_of, max_ingestion_lag)
+        loaded_until = store.require_fresh_events(as_of, max_ingestion_lag, events_refreshed_at)
         log.info(f"Mixpanel events loaded up to {loaded_until.isoformat()} (as_of {as_of.isoformat()})")
         store.ensure_tables()
         detection = store.detect_and_insert(window, detected_at=utc_now())

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import dagster as dg
 import pandas as pd
 
-from analytics_platform.cohorts.assets import TEMP_USERS_KEY
+from analytics_platform.cohorts.assets import EVENTS_KEY, TEMP_USERS_KEY
 from analytics_platform_tests.cohorts.conftest import (
     COHORT_DATASET,
     EVENTS_DATASET,
@@ -254,3 +255,14 @@ def test_an_empty_events_table_fails_rather_than_reporting_zero(duckdb_warehouse
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "the table is empty" in str(failure.event_specific_data.error)
+
+
+def test_a_quiet_day_whose_refresh_ran_is_fresh(duckdb_warehouse, local_mixpanel, local_slack):
+    """No row written since 10:00 (a quiet day), but the events partition of as_of's day was
+    materialized after that (the 15-minute refresh ran): the detection runs."""
+    stopped = ts("2024-06-05T10:00:05")
+    seed_events(duckdb_warehouse, [_stale(privacy("tmp", T0, "d-1"), stopped), _stale(restore("real", T0 + 5 * S, "d-1"), stopped)])
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=EVENTS_KEY, partition="2024-06-05"))
+        materialize(duckdb_warehouse, local_mixpanel, local_slack, keys=[TEMP_USERS_KEY], as_of=AS_OF, instance=instance)
+    assert list(temp_users(duckdb_warehouse)["distinct_id"]) == ["tmp"]
