@@ -37,7 +37,7 @@ def test_local_default_is_sqlite_under_the_data_dir(tmp_path, monkeypatch):
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
         assert (tmp_path / "data" / "dagster_home" / "history").exists()
         # the queued run coordinator and its Mixpanel limits come from the same file
-        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert {"key": "analytics_platform/mixpanel_export", "limit": 2} in limits
 
 
