@@ -49,6 +49,9 @@ class DemoStep:
     partition_range: Optional[tuple[str, str]] = None
     run_config: dict = field(default_factory=dict)
     description: str = ""
+    # The faults this step's data plants on purpose (printed as labels, so every WARNING or
+    # ERROR the run logs is one the reader was told to expect).
+    planted: tuple[str, ...] = ()
 
 
 def domain_modules() -> list[Any]:

@@ -156,6 +156,10 @@ def steps(ctx: DemoContext) -> list[DemoStep]:
             selection=["mixpanel_data/mixpanel_events"],
             partition_key=day,
             description=f"ingest {day} (includes the cohort demo's temp-user pairs and near misses)",
+            planted=(
+                "malformed export lines (not JSON, no event, no time) are quarantined in mixpanel_data.mixpanel_events_rejected",
+                "the demo's days are in 2024: the WARN check current_day_fresh fails (today's partition is never refreshed here)",
+            ),
         ),
         DemoStep(
             selection=["peerplay/state_loss_temp_users", "mixpanel/state_loss_temp_user_cohort"],
@@ -164,5 +168,6 @@ def steps(ctx: DemoContext) -> list[DemoStep]:
                 f"temp users as of {iso_utc(ctx.as_of)}: detection, active-yesterday check, "
                 "Mixpanel marker (outbox without MIXPANEL_PROJECT_TOKEN)"
             ),
+            planted=("three temp users were active yesterday: the WARN check active_yesterday fails on purpose",),
         ),
     ]

@@ -163,6 +163,7 @@ def steps(ctx: DemoContext) -> list[DemoStep]:
         DemoStep(
             selection=["app_db/firestore_app_usage_events"],
             description="extract the Firestore usage events (incremental; 3 malformed documents are quarantined)",
+            planted=("3 Firestore documents with a missing or ill-typed field are quarantined, the rest loads",),
         ),
         DemoStep(
             selection=["app_db/user_engagement_signals", "app_db/user_milestones"],

@@ -131,10 +131,12 @@ def steps(ctx: DemoContext) -> list[DemoStep]:
             selection=["app_db/weekly_kpi"],
             run_config=run_config(as_of=as_of, dry_run=True),
             description="weekly_kpi dry run (reports old -> new P/S, writes nothing)",
+            planted=("demo_bad_score has an exam score of 104: that learner fails alone (ERROR), nothing is written for them", "16 learners have no exam score in 30 days: only S is written for them (WARNING)"),
         ),
         DemoStep(
             selection=["app_db/weekly_kpi"],
             run_config=run_config(as_of=as_of),
             description="weekly_kpi: P/S of inactive learners",
+            planted=("demo_bad_score has an exam score of 104: that learner fails alone (ERROR), nothing is written for them", "16 learners have no exam score in 30 days: only S is written for them (WARNING)"),
         ),
     ]

