@@ -17,7 +17,8 @@ from analytics_platform.cohorts.store import CohortStore
 from analytics_platform.common import parse_as_of
 from analytics_platform.resources.mixpanel import MixpanelService
 from analytics_platform.resources.slack import SlackService
-from analytics_platform.resources.warehouse import Warehouse
+from analytics_platform.cohorts.tables import TEMP_USERS_SCHEMA
+from analytics_platform.resources.warehouse import Warehouse, column_schema
 from analytics_platform.settings import get_settings
 
 GROUP = "cohorts"
@@ -70,6 +71,7 @@ def events_refreshed_at(instance: dg.DagsterInstance, as_of: dt.datetime) -> Opt
     kinds={"bigquery", "sql"},
     owners=OWNERS,
     tags={"domain": "cohorts"},
+    metadata={"dagster/column_schema": column_schema(TEMP_USERS_SCHEMA)},
     check_specs=[
         dg.AssetCheckSpec(
             ACTIVE_CHECK,

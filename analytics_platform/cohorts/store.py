@@ -355,6 +355,7 @@ class DetectionRun:
             "window_start": rules.iso_utc(self.window.window_start),
             "lookback_days": self.window.lookback_days,
             "table": self.table,
+            "dagster/table_name": self.table,
         }
 
     # the active_yesterday check (WARN): passes when no active temp user is left

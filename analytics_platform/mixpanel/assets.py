@@ -16,7 +16,8 @@ from analytics_platform.mixpanel import store
 from analytics_platform.mixpanel.events_config import EventsConfigError
 from analytics_platform.resources.mixpanel import MixpanelError, MixpanelService
 from analytics_platform.resources.slack import SlackService
-from analytics_platform.resources.warehouse import Warehouse
+from analytics_platform.mixpanel.tables import ANOMALIES_SCHEMA, EVENTS_SCHEMA
+from analytics_platform.resources.warehouse import Warehouse, column_schema
 from analytics_platform.settings import get_settings
 
 EVENTS_KEY = dg.AssetKey(["mixpanel_data", "mixpanel_events"])
@@ -55,6 +56,7 @@ def _as_failure() -> Iterator[None]:
     owners=OWNERS,
     pool=EXPORT_POOL,
     tags={"domain": "mixpanel"},
+    metadata={"dagster/column_schema": column_schema(EVENTS_SCHEMA)},
 )
 def mixpanel_events(
     context: dg.AssetExecutionContext, warehouse: Warehouse, mixpanel: MixpanelService
@@ -108,6 +110,7 @@ class EventAnomaliesConfig(dg.Config):
     kinds={"bigquery", "slack"},
     owners=OWNERS,
     tags={"domain": "mixpanel"},
+    metadata={"dagster/column_schema": column_schema(ANOMALIES_SCHEMA)},
 )
 def event_anomalies(
     context: dg.AssetExecutionContext,

@@ -321,6 +321,7 @@ class EventDaysResult:
             "collected_events": list(self.events),
             "partition_rows": dict(self.ingest.partition_rows),
             "table": self.table,
+            "dagster/table_name": self.table,
         }
 
 
@@ -398,6 +399,7 @@ class DetectResult:
             "lookback_minutes": self.lookback_minutes,
             "cooldown_minutes": self.cooldown_minutes,
             "table": self.table,
+            "dagster/table_name": self.table,
         }
 
 

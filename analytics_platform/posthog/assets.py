@@ -12,7 +12,8 @@ from pydantic import Field
 
 from analytics_platform.common import daily_partitions, partition_keys_of
 from analytics_platform.posthog import checks, rules, store
-from analytics_platform.resources.warehouse import Warehouse
+from analytics_platform.posthog.tables import PERSONS_SCHEMA, sessions_schema
+from analytics_platform.resources.warehouse import Warehouse, column_schema
 from analytics_platform.settings import get_settings
 
 GROUP = "posthog"
@@ -105,6 +106,8 @@ class SessionsConfig(dg.Config):
     kinds={"bigquery", "sql"},
     owners=OWNERS,
     tags={"domain": "posthog"},
+    # the columns every run writes (columns carried from the sessions export come on top)
+    metadata={"dagster/column_schema": column_schema(sessions_schema(rules.plan_carry([])))},
     check_specs=checks.sessions_check_specs(SESSIONS_KEY),
 )
 def sessions(
@@ -150,6 +153,7 @@ def sessions(
     owners=OWNERS,
     tags={"domain": "posthog"},
     automation_condition=dg.AutomationCondition.eager(),
+    metadata={"dagster/column_schema": column_schema(PERSONS_SCHEMA)},
     check_specs=checks.persons_check_specs(PERSONS_KEY),
 )
 def persons(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:

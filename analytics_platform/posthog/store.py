@@ -165,6 +165,7 @@ class SessionsRun:
             "ignored_export_columns": dg.MetadataValue.json(list(self.plan.ignored)),
             "event_names": dg.MetadataValue.json(self.event_names),
             "table": self.table,
+            "dagster/table_name": self.table,
         }
 
 
@@ -236,6 +237,7 @@ class PersonsRun:
             "sessions_counted": self.n("sessions_counted"),
             "rows_affected": self.rows_affected,
             "table": self.table,
+            "dagster/table_name": self.table,
         }
 
 

@@ -43,6 +43,7 @@ def test_duplicates_collapse_and_seconds_and_milliseconds_are_utc(warehouse, mix
     assert meta["rows_inserted"] == 3
     assert meta["dagster/row_count"] == 3
     assert meta["export_requests"] == 1
+    assert meta["dagster/table_name"] == "mixpanel_data.mixpanel_events"
 
 
 def test_rerun_keeps_rows_and_inserted_at(warehouse, mixpanel_stub, mixpanel):

@@ -49,11 +49,13 @@ from analytics_platform.resources.warehouse.schema import (
     LoadResult,
     Param,
     WarehouseError,
+    column_schema,
 )
 from analytics_platform.resources.warehouse.transpile import transpile_to_duckdb
 
 __all__ = [
     "BQ_TYPES",
+    "column_schema",
     "DUCKDB_TYPES",
     "LOAD_MODES",
     "SQL_DIR",

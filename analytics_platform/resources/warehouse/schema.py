@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -115,3 +115,16 @@ def resolve_param(value: Any) -> Bound:
     if kind is None:
         kind = scalar_type(raw) if raw is not None else "STRING"
     return Bound(raw, kind, False, explicit)
+
+
+def column_schema(columns: Sequence[Column]) -> Any:
+    """The ``dagster/column_schema`` of a table declared as ``Column``s (the UI's columns
+    tab; a required column is not nullable)."""
+    import dagster as dg
+
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(c.name, c.type, constraints=dg.TableColumnConstraints(nullable=not c.required))
+            for c in columns
+        ]
+    )
