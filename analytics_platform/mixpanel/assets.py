@@ -88,6 +88,8 @@ def mixpanel_events(
             log=context.log.info,
             warn=context.log.warning,
         )
+    for key in keys:
+        context.add_asset_metadata(result.partition_metadata(key), partition_key=key)
     return dg.MaterializeResult(metadata=result.metadata())
 
 

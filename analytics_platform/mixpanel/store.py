@@ -313,10 +313,16 @@ class EventDaysResult:
     events: list[str]
     table: str  # dataset.table
 
+    def partition_metadata(self, key: str) -> dict[str, Any]:
+        """Each day of a range run gets its own row count (not the range's total)."""
+        return {"dagster/row_count": int(self.ingest.partition_rows.get(key, 0))}
+
     def metadata(self) -> dict[str, Any]:
+        """The run's counts (a range run: over all its days; each day's own row count is
+        :meth:`partition_metadata`)."""
         rows = sum(self.ingest.partition_rows.get(k, 0) for k in self.partition_keys)
         return {
-            "dagster/row_count": rows,
+            "run_rows": rows,
             **self.ingest.metadata(),
             "collected_events": list(self.events),
             "partition_rows": dict(self.ingest.partition_rows),

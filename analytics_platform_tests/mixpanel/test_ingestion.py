@@ -175,3 +175,18 @@ def test_extra_columns(warehouse, mixpanel_stub, mixpanel):
     assert (rows["c1"]["device_id"], rows["c1"]["os"], rows["c1"]["mp_processing_time_ms"]) == ("dev-9", "iOS", 1717556400123)
     assert rows["c2"]["os"] == "Android"
     assert str(rows["c2"]["event_date"]) == DAY
+
+
+def test_a_range_run_records_each_days_own_row_count(warehouse, mixpanel_stub, mixpanel):
+    """Issue 14.8: one run over three days (one export query) materializes each day with its
+    own dagster/row_count, not the range's total."""
+    counts = {"2024-06-03": 2, "2024-06-04": 0, "2024-06-05": 5}
+    for day, n in counts.items():
+        mixpanel_stub.add_events(day, [mp_event("app_open", ts(f"{day}T10:00:{i:02d}"), f"u{i}", f"{day}-{i}") for i in range(n)])
+    result = materialize_events(warehouse, mixpanel, partition_range=("2024-06-03", "2024-06-05"))
+    per_day = {
+        mat.partition: mat.metadata["dagster/row_count"].value
+        for mat in result.asset_materializations_for_node("mixpanel_data__mixpanel_events")
+    }
+    assert per_day == counts
+    assert len(mixpanel_stub.export_requests) == 1
