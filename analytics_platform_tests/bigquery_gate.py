@@ -269,7 +269,7 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     "mixpanel/partition_counts": {"from_date": DAY, "to_date": DAY},
     # cohorts/store.py
     "cohorts/cohort_stats": {},
-    "cohorts/select_events_loaded_until": {},
+    "cohorts/select_events_loaded_until": {"since": NOW},
     "cohorts/unsynced_temp_users": {},
     "cohorts/mark_synced": {"synced_at": NOW, "ids": ["u1", "u2"]},
     "cohorts/delete_temp_users": {"ids": ["u1"]},
@@ -365,6 +365,7 @@ def _sql_file_statements() -> Iterator[GateStatement]:
     for name, keys in (
         ("detect_temp_users", ("events_dataset", "events_table", "cohort_dataset", "cohort_table", "removed_table")),
         ("active_yesterday", ("events_dataset", "events_table", "cohort_dataset", "cohort_table")),
+        ("select_events_loaded_until", ("events_dataset", "events_table")),
     ):
         only = {k: ids[k] for k in keys}
         yield stmt(f"cohorts/{name}", f"cohorts/{name}", events_query_sql(f"cohorts/{name}", True, **only))
@@ -372,8 +373,7 @@ def _sql_file_statements() -> Iterator[GateStatement]:
                    events_query_sql(f"cohorts/{name}", False, **only), no_event_date)
     cohort = dict(cohort_dataset=COHORT_DS, cohort_table=C.TEMP_USERS_TABLE)
     audit = dict(cohort_dataset=COHORT_DS, audit_table=C.AUDIT_TABLE)
-    events = dict(events_dataset=MIXPANEL_DS, events_table=EVENTS)
-    for name, ids_ in (("select_events_loaded_until", events), ("cohort_stats", cohort), ("unsynced_temp_users", cohort), ("mark_synced", cohort),
+    for name, ids_ in (("cohort_stats", cohort), ("unsynced_temp_users", cohort), ("mark_synced", cohort),
                        ("delete_temp_users", cohort), ("insert_audit_log", audit), ("summary_sent", audit)):
         yield stmt(f"cohorts/{name}", f"cohorts/{name}", _file(f"cohorts/{name}", **ids_))
 
@@ -582,6 +582,7 @@ FRAGMENT_OF = {
     "cohorts/prune_privacy_days": "cohorts/detect_temp_users",
     "cohorts/prune_restore_days": "cohorts/detect_temp_users",
     "cohorts/prune_active_day": "cohorts/active_yesterday",
+    "cohorts/prune_recent_days": "cohorts/select_events_loaded_until",
     "posthog/sessions_export_cte": "posthog/sessions_merge",
     "posthog/filter_export_window": "posthog/sessions_merge",
     "posthog/select_no_export": "posthog/sessions_merge",

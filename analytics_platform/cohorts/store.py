@@ -24,7 +24,7 @@ from analytics_platform.common import read_sql, render_sql, strip_sql_comments, 
 from analytics_platform.settings import Settings, redact
 
 # Partition-pruning fragments of the events queries (sql/cohorts/prune_*.sql).
-PRUNING_FRAGMENTS = ("prune_privacy_days", "prune_restore_days", "prune_active_day")
+PRUNING_FRAGMENTS = ("prune_privacy_days", "prune_restore_days", "prune_active_day", "prune_recent_days")
 _LOG = logging.getLogger(__name__)
 
 
@@ -132,11 +132,12 @@ class CohortStore:
                 "materialize mixpanel_data/mixpanel_events first (or check BIGQUERY_DATASET / BIGQUERY_TABLE)."
             )
 
-    def events_loaded_until(self) -> Optional[dt.datetime]:
-        """How far the events table is loaded: the later of its last ``inserted_at`` and
-        its latest event time (None when it holds no row)."""
-        row = self.warehouse.query(
-            render_sql(read_sql("cohorts/select_events_loaded_until"), **self._only("events_dataset", "events_table"))
+    def events_loaded_until(self, since: dt.datetime) -> Optional[dt.datetime]:
+        """How far the events table is loaded, from its rows since ``since`` only (recent
+        partitions, not the whole history): the later of the last ``inserted_at`` and the
+        latest event time (None when no row is that recent)."""
+        row = self._events_query(
+            "cohorts/select_events_loaded_until", {"since": since}, "events_dataset", "events_table"
         ).iloc[0]
         marks = [pd.Timestamp(v).to_pydatetime() for v in (row["last_inserted_at"], row["last_event_at"]) if pd.notna(v)]
         return max(marks) if marks else None
@@ -149,10 +150,11 @@ class CohortStore:
 
         ``refreshed_at``: when the events partition of as_of's day was last materialized
         (a quiet day adds no row, yet the refresh ran and the table is complete)."""
-        marks = [m for m in (self.events_loaded_until(), refreshed_at) if m is not None]
+        since = as_of - max_lag - dt.timedelta(days=1)
+        marks = [m for m in (self.events_loaded_until(since), refreshed_at) if m is not None]
         loaded_until = max(marks) if marks else None
         if rules.ingestion_is_behind(loaded_until, as_of, max_lag):
-            last = loaded_until.isoformat() if loaded_until else "nowhere (the table is empty)"
+            last = loaded_until.isoformat() if loaded_until else f"nowhere (no event loaded since {since.isoformat()})"
             raise dg.Failure(
                 f"Mixpanel events in {self.events_dataset}.{self.events_table} are loaded up to {last}, "
                 f"more than {int(max_lag.total_seconds() // 60)} min before as_of {as_of.isoformat()}: "
