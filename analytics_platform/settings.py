@@ -169,6 +169,13 @@ class Settings:
     mixpanel_late_days: int = var("MIXPANEL_LATE_DAYS", 2, _int)
     # projects created before 2023 read from_date/to_date in this zone (partitions stay UTC)
     mixpanel_project_timezone: str = var("MIXPANEL_PROJECT_TIMEZONE", "UTC", _timezone)
+    # the export budget shared by every run (resources/export_budget.py)
+    mixpanel_export_queries_per_hour: int = var("MIXPANEL_EXPORT_QUERIES_PER_HOUR", 60, _int)
+    mixpanel_export_queries_per_second: int = var("MIXPANEL_EXPORT_QUERIES_PER_SECOND", 3, _int)
+    mixpanel_export_refresh_reserve: int = var("MIXPANEL_EXPORT_REFRESH_RESERVE", 8, _int)
+    mixpanel_export_budget_max_wait_seconds: float = var("MIXPANEL_EXPORT_BUDGET_MAX_WAIT_SECONDS", 600.0, _float)
+    # completeness check: a re-export may add at most this % of a day's rows (export log)
+    mixpanel_late_rows_max_percent: float = var("MIXPANEL_LATE_ROWS_MAX_PERCENT", 1.0, _float)
     # slack
     slack_bot_token: Optional[str] = var("SLACK_BOT_TOKEN", secret=True)
     slack_webhook_url: Optional[str] = var("SLACK_WEBHOOK_URL", secret=True)

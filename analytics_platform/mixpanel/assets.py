@@ -87,6 +87,8 @@ def mixpanel_events(
             partition_keys=keys,
             log=context.log.info,
             warn=context.log.warning,
+            run_id=context.run_id,
+            trigger=context.run.tags.get("analytics_platform/trigger"),
         )
     for key in keys:
         context.add_asset_metadata(result.partition_metadata(key), partition_key=key)

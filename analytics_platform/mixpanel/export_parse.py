@@ -76,6 +76,7 @@ class ParseStats:
     rejected: int = 0
     rejected_by_reason: dict = field(default_factory=dict)
     duplicates_in_batches: int = 0  # duplicates collapsed inside a batch (first occurrence kept)
+    valid_by_day: dict = field(default_factory=dict)  # event_date -> valid lines (before any de-duplication)
     reserialised_properties: int = 0
 
 
@@ -295,6 +296,9 @@ class ExportParser:
         if pending:
             table = pa.concat_tables(pending)
             self.stats.valid += table.num_rows
+            for item in pc.value_counts(table.column("event_date")).to_pylist():
+                day = item["values"]
+                self.stats.valid_by_day[day] = self.stats.valid_by_day.get(day, 0) + item["counts"]
             self.stats.reserialised_properties += pc.sum(table.column("reserialised")).as_py() or 0
             table, dropped = _dedup_first(table)
             self.stats.duplicates_in_batches += dropped

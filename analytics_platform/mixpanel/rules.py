@@ -402,3 +402,117 @@ def export_dates(
     if from_date > to_date:
         return None
     return from_date, to_date
+
+
+# --------------------------------------------------------------------------- export budget
+# Mixpanel advises exporting at most 30 days per query: a longer range is asked in slices.
+MAX_EXPORT_DAYS = 30
+TRIGGER_TAG = "analytics_platform/trigger"
+
+
+def utc_days_per_export(project_timezone: str, max_days: int = MAX_EXPORT_DAYS) -> int:
+    """UTC days per export query so that the asked (project-local) dates span at most
+    ``max_days``: a zone off UTC asks one local day more than the UTC days it covers
+    (:func:`export_dates`)."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(project_timezone)
+    offsets = {zone.utcoffset(dt.datetime(2024, month, 1)) for month in (1, 7)}
+    return max_days if offsets == {dt.timedelta(0)} else max_days - 1
+
+
+def export_slices(
+    ranges: Sequence[tuple[dt.date, dt.date]], days_per_slice: int = MAX_EXPORT_DAYS
+) -> list[tuple[dt.date, dt.date]]:
+    """Each contiguous ``(first, last)`` range cut into consecutive slices of at most
+    ``days_per_slice`` days (a 75-day range: 30 + 30 + 15), in order."""
+    if days_per_slice < 1:
+        raise ValueError("days_per_slice must be at least 1")
+    out: list[tuple[dt.date, dt.date]] = []
+    step = dt.timedelta(days=days_per_slice)
+    for first, last in ranges:
+        start = first
+        while start <= last:
+            end = min(start + step - dt.timedelta(days=1), last)
+            out.append((start, end))
+            start = end + dt.timedelta(days=1)
+    return out
+
+
+def export_purpose(trigger: Optional[str], days: Sequence[dt.date], today: dt.date) -> str:
+    """What a run's export queries are charged as in the export budget: ``refresh`` (the
+    15-minute schedule's run, which covers the current UTC day), ``late_sweep`` (the daily
+    sweep) - both may use the reserve - or ``backfill`` (anything else: UI/CLI backfills,
+    manual runs, a refresh-tagged run that does not cover today)."""
+    if trigger == "refresh" and today in set(days):
+        return "refresh"
+    if trigger == "late_sweep":
+        return "late_sweep"
+    return "backfill"
+
+
+# --------------------------------------------------------------------------- export log
+def export_log_rows(
+    *,
+    days: Sequence[dt.date],
+    run_id: str,
+    export_query_time: dt.datetime,
+    asked: Optional[tuple[dt.date, dt.date]],
+    valid_by_day: Mapping[dt.date, int],
+    rejected_by_day: Mapping[dt.date, int],
+    counts_before: Mapping[dt.date, int],
+    counts_after: Mapping[dt.date, int],
+    recorded_at: dt.datetime,
+    purpose: str,
+) -> list[dict[str, Any]]:
+    """One ``mixpanel_export_log`` row per day of an export slice.
+
+    ``lines_received``: the export's lines of the day (valid + rejected); ``rows_inserted``:
+    rows the day gained (after - before the load: the load only inserts); ``duplicates``:
+    valid lines that added no row (their ``event_id`` was already loaded or earlier in
+    the export); ``rejected``: malformed lines filed under the day."""
+    rows = []
+    for day in days:
+        valid = int(valid_by_day.get(day, 0))
+        inserted = int(counts_after.get(day, 0)) - int(counts_before.get(day, 0))
+        rejected = int(rejected_by_day.get(day, 0))
+        rows.append(
+            {
+                "day": day,
+                "run_id": run_id,
+                "export_query_time": export_query_time,
+                "lines_received": valid + rejected,
+                "rows_inserted": inserted,
+                "duplicates": max(valid - inserted, 0),
+                "rejected": rejected,
+                "export_from_date": asked[0] if asked else None,
+                "export_to_date": asked[1] if asked else None,
+                "purpose": purpose,
+                "recorded_at": recorded_at,
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class LateRows:
+    """A day's completeness record from the export log."""
+
+    day: dt.date
+    rows_at_close: int  # rows inserted up to the first export made after the day ended
+    late_rows: int  # rows later re-exports added
+    threshold_rows: float
+
+    @property
+    def flagged(self) -> bool:
+        return self.late_rows > self.threshold_rows
+
+    @property
+    def late_percent(self) -> Optional[float]:
+        return round(100.0 * self.late_rows / self.rows_at_close, 3) if self.rows_at_close else None
+
+
+def late_rows_threshold(rows_at_close: int, max_percent: float) -> float:
+    """New rows a later re-export may add before the day is flagged: ``max_percent`` of the
+    rows the day had at its first export after it ended."""
+    return max(rows_at_close, 0) * max_percent / 100.0

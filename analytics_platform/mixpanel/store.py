@@ -28,6 +28,7 @@ import logging
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -40,6 +41,7 @@ import pyarrow.compute as pc
 from analytics_platform.common import (
     UTC,
     contiguous_day_ranges,
+    partition_day,
     read_sql,
     render_sql,
     strip_sql_comments,
@@ -54,12 +56,16 @@ from analytics_platform.mixpanel.tables import (
     ANOMALIES_SCHEMA,
     ANOMALIES_TABLE,
     EVENTS_SCHEMA,
+    EXPORT_LOG_SCHEMA,
+    EXPORT_LOG_TABLE,
     REJECTED_SCHEMA,
     REJECTED_TABLE,
     ensure_anomalies_table,
     ensure_events_table,
+    ensure_export_log_table,
     ensure_rejected_table,
 )
+from analytics_platform.resources.export_budget import export_context
 
 _log = logging.getLogger(__name__)
 Log = Callable[[str], None]
@@ -89,6 +95,9 @@ class IngestResult:
     rows_deleted_uncollected: int = 0
     properties_reserialised: int = 0
     partition_rows: dict = field(default_factory=dict)  # "YYYY-MM-DD" -> rows after the load
+    budget_waited_seconds: float = 0.0  # waiting for the shared export budget
+    export_log_rows: int = 0  # rows written to mixpanel_export_log
+    purpose: str = ""  # what the export queries were charged as (export budget)
     seconds: float = 0.0
 
     def metadata(self) -> dict[str, Any]:
@@ -108,6 +117,9 @@ class IngestResult:
             "rows_deleted_uncollected_events": self.rows_deleted_uncollected,
             "properties_reserialised": self.properties_reserialised,
             "rejected_by_reason": dict(self.rejected_by_reason),
+            "export_budget_purpose": self.purpose,
+            "export_budget_waited_seconds": round(self.budget_waited_seconds, 2),
+            "export_log_rows": self.export_log_rows,
             "seconds": round(self.seconds, 2),
         }
 
@@ -205,8 +217,13 @@ def ingest_ranges(
     log: Optional[Callable[[str], None]] = None,
     sleep: Callable[[float], None] = time.sleep,
     project_timezone: str = "UTC",
+    purpose: str = "backfill",
+    run_id: Optional[str] = None,
+    clock: Callable[[], dt.datetime] = utc_now,
 ) -> IngestResult:
-    """Fetch and load every range (one export request per range, retried by the client).
+    """Fetch and load every range: one export request per slice of at most
+    ``rules.MAX_EXPORT_DAYS`` days (retried by the client, each request charged to the
+    shared export budget as ``purpose``), then one ``mixpanel_export_log`` row per day.
 
     The export is asked for the project-local dates that cover each UTC range
     (:func:`rules.export_dates`, ``MIXPANEL_PROJECT_TIMEZONE``), never past the project's
@@ -214,39 +231,55 @@ def ingest_ranges(
     say = log or _log.info
     started = time.monotonic()
     now = (now or dt.datetime.now(UTC)).astimezone(UTC)
-    result = IngestResult(ranges=list(ranges))
+    run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
+    slices = R.export_slices(ranges, R.utc_days_per_export(project_timezone))
+    result = IngestResult(ranges=list(slices), purpose=purpose)
     loader = EventsLoader(warehouse, dataset, table, inserted_at=now)
+    ensure_export_log_table(warehouse, dataset)
     own_dir = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="mixpanel_ingest_")) if own_dir else Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     last_request = 0.0
     try:
-        for first_day, last_day in ranges:
+        for first_day, last_day in slices:
             wait = MIN_SECONDS_BETWEEN_EXPORTS - (time.monotonic() - last_request)
             if last_request and wait > 0:
                 sleep(wait)
             path = folder / f"export_{first_day}_{last_day}.jsonl"
             dates = R.export_dates(first_day, last_day, project_timezone, now)
+            queried_at = clock().astimezone(UTC)
             if dates is None:  # nothing of these days has happened in the project's zone yet
                 path.write_bytes(b"")
                 say(f"export {first_day}..{last_day}: not started yet in {project_timezone}; nothing to ask")
             else:
-                stats = mixpanel.export_to_file(dates[0], dates[1], list(events), dest=path)
+                with export_context(purpose, run_id):
+                    stats = mixpanel.export_to_file(dates[0], dates[1], list(events), dest=path)
                 last_request = time.monotonic()
                 result.export_requests += int(getattr(stats, "requests", 1))
                 result.export_bytes += int(getattr(stats, "bytes", 0))
+                result.budget_waited_seconds += float(getattr(stats, "budget_waited_seconds", 0.0))
                 asked = "" if dates == (first_day, last_day) else f" (asked {dates[0]}..{dates[1]} in {project_timezone})"
                 say(f"export {first_day}..{last_day}{asked}: {stats.lines} lines, {stats.bytes} bytes")
+            # Rows of events no longer collected go first: from here on the load only
+            # inserts, so (after - before) is what this export added to each day.
+            result.rows_deleted_uncollected += warehouse.execute_file(
+                "mixpanel/delete_uncollected_events",
+                {"from_date": first_day, "to_date": last_day, "events": sorted(events)},
+                dataset=dataset,
+                table=table,
+            )
+            before = _partition_counts(warehouse, dataset, table, first_day, last_day)
             carry: Optional[dt.date] = None
             inserted_here = outside_here = 0
+            rejected_by_day: dict[dt.date, int] = {}
             with ExportParser(batch_rows=batch_rows) as parser:
                 for batch in parser.parse(path):
                     ev = batch.events
                     if ev.num_rows:
-                        dates = ev.column("event_date")
+                        ev_dates = ev.column("event_date")
                         inside = pc.and_(
-                            pc.greater_equal(dates, pa.scalar(first_day, pa.date32())),
-                            pc.less_equal(dates, pa.scalar(last_day, pa.date32())),
+                            pc.greater_equal(ev_dates, pa.scalar(first_day, pa.date32())),
+                            pc.less_equal(ev_dates, pa.scalar(last_day, pa.date32())),
                         )
                         own_days = ev.filter(inside)  # a run writes its own partitions only
                         outside_here += ev.num_rows - own_days.num_rows
@@ -262,6 +295,8 @@ def ingest_ranges(
                             last_day,
                             carry,
                         )
+                        for day in days:
+                            rejected_by_day[day] = rejected_by_day.get(day, 0) + 1
                         result.rejected_rows_new += loader.load_rejected(batch.rejected, days, now)
                     if ev.num_rows:
                         carry = ev.column("event_date")[-1].as_py()
@@ -278,30 +313,62 @@ def ingest_ranges(
             result.rows_outside_requested_days += outside_here
             result.rows_already_loaded += st.valid - duplicates - inserted_here - outside_here
             path.unlink(missing_ok=True)
-            result.rows_deleted_uncollected += warehouse.execute_file(
-                "mixpanel/delete_uncollected_events",
-                {"from_date": first_day, "to_date": last_day, "events": sorted(events)},
-                dataset=dataset,
-                table=table,
+            after = _partition_counts(warehouse, dataset, table, first_day, last_day)
+            slice_days = [first_day + dt.timedelta(days=i) for i in range((last_day - first_day).days + 1)]
+            for day in slice_days:
+                result.partition_rows[day.isoformat()] = after.get(day, 0)
+            log_rows = R.export_log_rows(
+                days=slice_days,
+                run_id=run_id,
+                export_query_time=queried_at,
+                asked=dates,
+                valid_by_day=st.valid_by_day,
+                rejected_by_day=rejected_by_day,
+                counts_before=before,
+                counts_after=after,
+                recorded_at=clock().astimezone(UTC),
+                purpose=purpose,
             )
-            counts = warehouse.run_file(
-                "mixpanel/partition_counts",
-                {"from_date": first_day, "to_date": last_day},
-                dataset=dataset,
-                table=table,
-            )
-            day = first_day
-            while day <= last_day:
-                result.partition_rows.setdefault(day.isoformat(), 0)
-                day += dt.timedelta(days=1)
-            for day, rows in zip(counts["event_date"], counts["row_count"]):
-                key = day.isoformat() if hasattr(day, "isoformat") else str(day)[:10]
-                result.partition_rows[key] = int(rows)
+            result.export_log_rows += write_export_log(warehouse, dataset, log_rows)
     finally:
         if own_dir:
             shutil.rmtree(folder, ignore_errors=True)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _partition_counts(warehouse: Any, dataset: str, table: str, first_day: dt.date, last_day: dt.date) -> dict[dt.date, int]:
+    """Rows per day of ``[first_day, last_day]`` in the events table (days without rows absent)."""
+    counts = warehouse.run_file(
+        "mixpanel/partition_counts",
+        {"from_date": first_day, "to_date": last_day},
+        dataset=dataset,
+        table=table,
+    )
+    out: dict[dt.date, int] = {}
+    for day, rows in zip(counts["event_date"], counts["row_count"]):
+        key = day if isinstance(day, dt.date) and not isinstance(day, dt.datetime) else pd.Timestamp(day).date()
+        out[key] = int(rows)
+    return out
+
+
+def write_export_log(warehouse: Any, dataset: str, rows: Sequence[dict]) -> int:
+    """Record a slice's per-day rows in ``{dataset}.mixpanel_export_log`` (once per (day,
+    run_id, export_query_time): a retried write adds nothing); return rows written."""
+    if not rows:
+        return 0
+    days = [r["day"] for r in rows]
+    result = warehouse.load(
+        pd.DataFrame.from_records(list(rows)),
+        dataset,
+        EXPORT_LOG_TABLE,
+        EXPORT_LOG_SCHEMA,
+        mode="insert_missing",
+        key_columns=("day", "run_id", "export_query_time"),
+        match_filter="T.day BETWEEN @match_from AND @match_to",
+        match_params={"match_from": min(days), "match_to": max(days)},
+    )
+    return int(result.rows_affected)
 
 
 @dataclass
@@ -339,17 +406,23 @@ def refresh_event_days(
     partition_keys: Sequence[str],
     log: Optional[Log] = None,
     warn: Optional[Log] = None,
+    run_id: Optional[str] = None,
+    trigger: Optional[str] = None,
 ) -> EventDaysResult:
     """Fetch and load the collected events of the given days (one export request per
-    contiguous range).  Raises ``EventsConfigError`` / ``MixpanelError`` (messages safe to
-    show)."""
+    contiguous range, in slices of at most 30 days).  ``trigger`` (the run's
+    ``analytics_platform/trigger`` tag) decides what the export queries are charged as in
+    the export budget (:func:`rules.export_purpose`).  Raises ``EventsConfigError`` /
+    ``MixpanelError`` (messages safe to show)."""
     say = log or _log.info
     config = events_config_from_settings(settings)
     keys = list(partition_keys)
     ranges = contiguous_day_ranges(keys)
     events = config.collected_event_names()
     dataset, table = settings.bigquery_dataset, settings.bigquery_table
-    say(f"Fetching {len(keys)} day(s) in {len(ranges)} export request(s) for {len(events)} event(s)")
+    now = utc_now()
+    purpose = R.export_purpose(trigger, [partition_day(k) for k in keys], now.date())
+    say(f"Fetching {len(keys)} day(s) in {len(ranges)} range(s) for {len(events)} event(s), as {purpose} in the export budget")
     result = ingest_ranges(
         warehouse=warehouse,
         mixpanel=mixpanel,
@@ -357,9 +430,11 @@ def refresh_event_days(
         table=table,
         ranges=ranges,
         events=events,
-        now=utc_now(),
+        now=now,
         log=say,
         project_timezone=settings.mixpanel_project_timezone,
+        purpose=purpose,
+        run_id=run_id,
     )
     if result.rows_rejected:
         (warn or _log.warning)(

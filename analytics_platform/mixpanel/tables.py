@@ -6,6 +6,7 @@ from analytics_platform.resources.warehouse import Column, Warehouse
 
 REJECTED_TABLE = "mixpanel_events_rejected"
 ANOMALIES_TABLE = "event_anomalies"
+EXPORT_LOG_TABLE = "mixpanel_export_log"
 
 # `{BIGQUERY_DATASET}.{BIGQUERY_TABLE}`: one row per event_id.
 EVENTS_SCHEMA = (
@@ -48,6 +49,23 @@ ANOMALIES_SCHEMA = (
 )
 
 
+# The per-day export ledger (completeness record): one row per (day, run, export query)
+# written by every ingestion run for each day it exported.
+EXPORT_LOG_SCHEMA = (
+    Column("day", "DATE", required=True),
+    Column("run_id", "STRING", required=True),
+    Column("export_query_time", "TIMESTAMP", required=True),
+    Column("lines_received", "INT64"),
+    Column("rows_inserted", "INT64"),
+    Column("duplicates", "INT64"),
+    Column("rejected", "INT64"),
+    Column("export_from_date", "DATE"),
+    Column("export_to_date", "DATE"),
+    Column("purpose", "STRING"),
+    Column("recorded_at", "TIMESTAMP"),
+)
+
+
 def ensure_events_table(warehouse: Warehouse, dataset: str, table: str) -> None:
     """Create the events table if missing, partitioned by ``event_date`` and clustered by
     ``event_name, event_id`` (the scans every job does)."""
@@ -64,3 +82,7 @@ def ensure_anomalies_table(warehouse: Warehouse, dataset: str) -> None:
     warehouse.ensure_table(
         dataset, ANOMALIES_TABLE, ANOMALIES_SCHEMA, partition_by="DATE(window_start)", cluster_by=("event_name",)
     )
+
+
+def ensure_export_log_table(warehouse: Warehouse, dataset: str) -> None:
+    warehouse.ensure_table(dataset, EXPORT_LOG_TABLE, EXPORT_LOG_SCHEMA, partition_by="day")

@@ -13,6 +13,9 @@ slack          SlackResource (bot/webhook)  LocalSlack (log + JSON-lines outbox)
 firestore      FirestoreResource            LocalFirestore (JSON-lines export)
 =============  ==========================  ==============================================
 
+An HTTP ``mixpanel`` carries the Mixpanel export budget (``PostgresExportBudget``: a ledger
+in ``app_db``, so the embedded PostgreSQL locally) shared by every run and pod.
+
 ``local`` (default): each service is used for real as soon as its settings are present,
 else its stand-in.  ``prod``: BigQuery and every real client; a missing variable fails at
 resource set-up with a message naming it.  Secrets are passed as ``dg.EnvVar`` so Dagster
@@ -51,7 +54,21 @@ def build_warehouse(settings: Settings):
     return DuckDBWarehouse(path=str(settings.duckdb_path))
 
 
-def build_mixpanel(s: Settings, secret) -> Any:
+def build_export_budget(s: Settings, app_db: Any) -> Any:
+    """The Mixpanel export budget every HTTP export query takes a slot of: a ledger in the
+    application PostgreSQL (``app_db``: ``APP_DATABASE_URL``, else the embedded one)."""
+    from analytics_platform.resources.export_budget import PostgresExportBudget
+
+    return PostgresExportBudget(
+        app_db=app_db,
+        queries_per_hour=s.mixpanel_export_queries_per_hour,
+        queries_per_second=s.mixpanel_export_queries_per_second,
+        refresh_reserve=s.mixpanel_export_refresh_reserve,
+        max_wait_seconds=s.mixpanel_export_budget_max_wait_seconds,
+    )
+
+
+def build_mixpanel(s: Settings, secret, app_db: Any = None) -> Any:
     """Export and /engage are chosen separately:
 
     * export over HTTP in prod, with any export credential set (a half-set service account
@@ -60,6 +77,8 @@ def build_mixpanel(s: Settings, secret) -> Any:
       stub: pointing the URL there is itself the setting, so no auth is needed); else the
       local export files;
     * /engage over HTTP in prod or with ``MIXPANEL_PROJECT_TOKEN``; else the outbox.
+
+    HTTP exports take their slots of the shared export budget (``build_export_budget``).
     """
     from analytics_platform.resources.local.mixpanel_files import LocalMixpanel
     from analytics_platform.resources.mixpanel import MixpanelResource, SplitMixpanel
@@ -83,6 +102,7 @@ def build_mixpanel(s: Settings, secret) -> Any:
         api_secret=secret("MIXPANEL_API_SECRET", s.mixpanel_api_secret),
         project_token=secret("MIXPANEL_PROJECT_TOKEN", s.mixpanel_project_token),
         require_credentials=s.is_prod,
+        budget=build_export_budget(s, app_db) if http_export and app_db is not None else None,
     )
     if http_export and http_engage:
         return http
@@ -148,14 +168,15 @@ def build_resources(
     def secret(name: str, value: Optional[str]) -> Any:
         return _secret_value(name, value, secrets_as_env_vars)
 
+    app_db = AppDatabase(
+        url=secret("APP_DATABASE_URL", s.app_database_url),
+        embedded_dir=str(s.data_dir / "postgres"),
+        require_url=s.is_prod,
+    )
     return {
         "warehouse": build_warehouse(s),
-        "app_db": AppDatabase(
-            url=secret("APP_DATABASE_URL", s.app_database_url),
-            embedded_dir=str(s.data_dir / "postgres"),
-            require_url=s.is_prod,
-        ),
-        "mixpanel": build_mixpanel(s, secret),
+        "app_db": app_db,
+        "mixpanel": build_mixpanel(s, secret, app_db),
         "slack": build_slack(s, secret),
         "firestore": build_firestore(s, secret),
     }

@@ -38,6 +38,7 @@ import urllib3
 from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
 from pydantic import PrivateAttr
 
+from analytics_platform.resources.export_budget import ExportBudget, ExportBudgetExhausted
 from analytics_platform.resources.retry import is_retryable_status, parse_retry_after, retry_delay
 from analytics_platform.settings import SettingsError, redact
 
@@ -64,6 +65,10 @@ class MixpanelAuthError(MixpanelError):
     """Mixpanel rejected the credentials (401/403); the message names what to fix."""
 
 
+class MixpanelBudgetError(MixpanelError):
+    """No export budget within the wait cap (the message says when it frees)."""
+
+
 @dataclass(frozen=True)
 class ExportStats:
     """What one export wrote: ``path`` holds ``lines`` JSON lines (``bytes`` decompressed)."""
@@ -75,6 +80,7 @@ class ExportStats:
     source: str  # "http" or "local"
     elapsed_seconds: float
     waited_seconds: float  # time spent in backoff / Retry-After
+    budget_waited_seconds: float = 0.0  # time spent waiting for the export budget
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,9 @@ class MixpanelResource(MixpanelService):
     # spent: the next scheduled tick is the retry); 10 minutes.
     max_retry_after_seconds: float = 600.0
     timeout_seconds: float = 300
+    # The export budget shared by every run (resources/export_budget.py): each export
+    # request (a retry too) takes a slot first.  None: no budget (a single client).
+    budget: Optional[ExportBudget] = None
 
     _session: Any = PrivateAttr(default=None)
     _checked: bool = PrivateAttr(default=False)
@@ -369,6 +378,16 @@ class MixpanelResource(MixpanelService):
         time.sleep(delay)
         return delay
 
+    def _take_budget(self, params: dict[str, str], attempt: int) -> float:
+        """Take a slot of the shared export budget for one request; seconds waited."""
+        if self.budget is None:
+            return 0.0
+        request = f"{params['from_date']}..{params['to_date']} attempt {attempt}"
+        try:
+            return self.budget.acquire(request).waited_seconds
+        except ExportBudgetExhausted as exc:
+            raise MixpanelBudgetError(str(exc)) from None
+
     # ---------------------------------------------------------------- export
     def export_params(
         self,
@@ -410,7 +429,9 @@ class MixpanelResource(MixpanelService):
         started = time.monotonic()
         waited = 0.0
         headers = {"Accept-Encoding": "gzip", "Accept": "text/plain"}
+        budget_waited = 0.0
         for attempt in itertools.count(1):
+            budget_waited += self._take_budget(params, attempt)
             self._count()
             try:
                 response = self._http().get(
@@ -450,6 +471,7 @@ class MixpanelResource(MixpanelService):
                         source="http",
                         elapsed_seconds=time.monotonic() - started,
                         waited_seconds=waited,
+                        budget_waited_seconds=budget_waited,
                     )
                     _log.info(
                         f"Mixpanel export {params['from_date']}..{params['to_date']}: "
