@@ -194,6 +194,7 @@ def _schemas() -> dict[str, Schema]:
         "mixpanel.events": schema_of(mixpanel.EVENTS_SCHEMA),
         "mixpanel.rejected": schema_of(mixpanel.REJECTED_SCHEMA),
         "mixpanel.anomalies": schema_of(mixpanel.ANOMALIES_SCHEMA),
+        "mixpanel.export_log": schema_of(mixpanel.EXPORT_LOG_SCHEMA),
         "cohorts.temp_users": schema_of(cohorts.TEMP_USERS_SCHEMA),
         "cohorts.removed": schema_of(cohorts.REMOVED_SCHEMA),
         "cohorts.audit": schema_of(cohorts.AUDIT_SCHEMA),
@@ -214,6 +215,7 @@ def _table_names() -> dict[str, tuple[str, str]]:
         "mixpanel.events": (MIXPANEL_DS, EVENTS),
         "mixpanel.rejected": (MIXPANEL_DS, mixpanel.REJECTED_TABLE),
         "mixpanel.anomalies": (MIXPANEL_DS, mixpanel.ANOMALIES_TABLE),
+        "mixpanel.export_log": (MIXPANEL_DS, mixpanel.EXPORT_LOG_TABLE),
         "cohorts.temp_users": (COHORT_DS, cohorts.TEMP_USERS_TABLE),
         "cohorts.removed": (COHORT_DS, cohorts.REMOVED_TABLE),
         "cohorts.audit": (COHORT_DS, cohorts.AUDIT_TABLE),
@@ -267,6 +269,8 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     "mixpanel/insert_new_events": {"date_from": DAY, "date_to": DAY},
     "mixpanel/delete_uncollected_events": {"from_date": DAY, "to_date": DAY, "events": ["a", "b"]},
     "mixpanel/partition_counts": {"from_date": DAY, "to_date": DAY},
+    # mixpanel/checks.py (completeness record)
+    "mixpanel/export_log_completeness": {"date_from": DAY, "date_to": DAY},
     # cohorts/store.py
     "cohorts/cohort_stats": {},
     "cohorts/select_events_loaded_until": {"since": NOW},
@@ -350,6 +354,8 @@ def _sql_file_statements() -> Iterator[GateStatement]:
                _file("mixpanel/table_row_count", dataset=MIXPANEL_DS, table=M.ANOMALIES_TABLE))
     for name in ("anomaly_history", "pending_alerts"):
         yield stmt(f"mixpanel/{name}", f"mixpanel/{name}", _file(f"mixpanel/{name}", **anomalies))
+    yield stmt("mixpanel/export_log_completeness", "mixpanel/export_log_completeness",
+               _file("mixpanel/export_log_completeness", dataset=MIXPANEL_DS, export_log=M.EXPORT_LOG_TABLE))
     staged = dict(tables)
     staged[(MIXPANEL_DS, STAGED_BATCH)] = schema_of(M.EVENTS_SCHEMA)
     yield stmt("mixpanel/insert_new_events", "mixpanel/insert_new_events",
@@ -510,6 +516,11 @@ def _table_uses() -> list[TableUse]:
                          "preserve_on_update": ("detected_at",),
                          "match_filter": MATCH_WINDOW_STARTS,
                          "match_params": ts_range})),
+        # mixpanel/store.py write_export_log
+        TableUse("mixpanel.export_log", MIXPANEL_DS, M.EXPORT_LOG_TABLE, M.EXPORT_LOG_SCHEMA, "day",
+                 loads=({"mode": "insert_missing", "key_columns": ("day", "run_id", "export_query_time"),
+                         "match_filter": "T.day BETWEEN @match_from AND @match_to",
+                         "match_params": {"match_from": DAY, "match_to": DAY}},)),
         # cohorts/store.py
         TableUse("cohorts.temp_users", COHORT_DS, C.TEMP_USERS_TABLE, C.TEMP_USERS_SCHEMA,
                  loads=({"mode": "insert_missing", "key_columns": ("distinct_id",)},)),

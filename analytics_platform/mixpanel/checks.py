@@ -11,7 +11,9 @@ from typing import Optional
 import dagster as dg
 
 from analytics_platform.common import UTC, partition_day, to_int, utc_now
+from analytics_platform.mixpanel import rules as R
 from analytics_platform.mixpanel.assets import EVENTS_KEY
+from analytics_platform.mixpanel.tables import EXPORT_LOG_TABLE
 from analytics_platform.resources.warehouse import Warehouse
 from analytics_platform.settings import get_settings
 
@@ -121,4 +123,63 @@ def current_day_fresh(context: dg.AssetCheckExecutionContext, warehouse: Warehou
     )
 
 
-ASSET_CHECKS = [event_id_unique, event_timestamp_not_null, current_day_fresh]
+# The completeness check looks at the days of the export log within this many days.
+COMPLETENESS_DAYS = 14
+
+
+def late_rows_report(warehouse: Warehouse, dataset: str, date_from: dt.date, date_to: dt.date,
+                     max_percent: float) -> list[R.LateRows]:
+    """Each logged day of ``[date_from, date_to]``: rows at its first export after it ended,
+    rows later re-exports added, and the threshold (``sql/mixpanel/export_log_completeness.sql``)."""
+    if not warehouse.table_exists(dataset, EXPORT_LOG_TABLE):
+        return []
+    rows = warehouse.run_file(
+        "mixpanel/export_log_completeness",
+        {"date_from": date_from, "date_to": date_to},
+        dataset=dataset,
+        export_log=EXPORT_LOG_TABLE,
+    )
+    out = []
+    for rec in rows.to_dict("records"):
+        at_close = to_int(rec["rows_at_close"])
+        day = rec["day"]
+        day = day if isinstance(day, dt.date) and not isinstance(day, dt.datetime) else partition_day(str(day)[:10])
+        out.append(R.LateRows(day, at_close, to_int(rec["late_rows"]), R.late_rows_threshold(at_close, max_percent)))
+    return out
+
+
+@dg.asset_check(
+    asset=EVENTS_KEY,
+    name="late_rows_within_threshold",
+    description=(
+        "Completeness record: no day of the last 14 days gained more new rows from a re-export made after "
+        "it had ended than MIXPANEL_LATE_ROWS_MAX_PERCENT (default 1) % of the rows it had at its first "
+        "export after it ended (mixpanel_export_log)."
+    ),
+)
+def late_rows_within_threshold(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+    s = get_settings()
+    today = utc_now().date()
+    first = today - dt.timedelta(days=COMPLETENESS_DAYS)
+    report = late_rows_report(warehouse, s.bigquery_dataset, first, today, s.mixpanel_late_rows_max_percent)
+    flagged = [r for r in report if r.flagged]
+    return dg.AssetCheckResult(
+        passed=not flagged,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "checked_days": f"{first}..{today}",
+            "days_logged": len(report),
+            "max_late_percent": s.mixpanel_late_rows_max_percent,
+            "flagged_days": len(flagged),
+            "late_rows_total": sum(r.late_rows for r in report),
+            "flagged": dg.MetadataValue.json([
+                {"day": r.day.isoformat(), "rows_at_close": r.rows_at_close, "late_rows": r.late_rows,
+                 "late_percent": r.late_percent}
+                for r in flagged[:20]
+            ]),
+            "table": f"{s.bigquery_dataset}.{EXPORT_LOG_TABLE}",
+        },
+    )
+
+
+ASSET_CHECKS = [event_id_unique, event_timestamp_not_null, current_day_fresh, late_rows_within_threshold]

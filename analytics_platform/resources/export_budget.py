@@ -231,7 +231,7 @@ class ExportBudgetLedger:
                     "(MIXPANEL_EXPORT_BUDGET_MAX_WAIT_SECONDS). Re-run after that time; nothing was "
                     f"exported for {request or 'this request'}."
                 )
-            if wait >= 1.0 or waited == 0.0 and wait >= 0.1:
+            if wait > 1.0:  # not the sub-second pacing of the 3/s limit
                 self.log(
                     f"Mixpanel export budget: {used} queries in the last hour ({purpose} may use {cap} of "
                     f"{self.limits.queries_per_hour}, {self.limits.queries_per_second}/s); waiting "
