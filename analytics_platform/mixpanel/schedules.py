@@ -11,6 +11,9 @@ running (checked on the instance), and the run tags below let the run queue cap 
 (dagster.yaml ``tag_concurrency_limits``): ``analytics_platform/mixpanel_export`` (every
 run that queries the export API) and ``analytics_platform/mixpanel_ingest`` (at most one
 ingestion run at a time), ``analytics_platform/mixpanel_detect`` (one detection run).
+Ingestion runs also carry ``analytics_platform/trigger`` (``refresh`` / ``late_sweep``: what
+their export queries are charged as in the export budget, which keeps the refresh a
+reserve) and ``dagster/priority`` (queued ahead of backfill runs).
 """
 
 import datetime as dt
@@ -27,6 +30,11 @@ INGEST_TAG = "analytics_platform/mixpanel_ingest"
 DETECT_TAG = "analytics_platform/mixpanel_detect"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# The run queue launches higher priorities first: the scheduled refresh and sweep go ahead
+# of queued backfill runs (priority 0), as the export budget keeps them a reserve.
+PRIORITY_TAG = "dagster/priority"
+REFRESH_PRIORITY = "10"
+SWEEP_PRIORITY = "5"
 
 INGEST_TAGS = {EXPORT_TAG: "events", INGEST_TAG: "mixpanel_events"}
 DETECT_TAGS = {DETECT_TAG: "event_anomalies"}
@@ -86,7 +94,7 @@ def refresh_request(context: dg.ScheduleEvaluationContext):
     tick = _tick(context)
     day = tick.date()
     previous = (tick - REFRESH_INTERVAL).date()
-    tags = {**INGEST_TAGS, "analytics_platform/trigger": "refresh"}
+    tags = {**INGEST_TAGS, "analytics_platform/trigger": "refresh", PRIORITY_TAG: REFRESH_PRIORITY}
     if previous < day and previous >= partition_day(get_settings().analytics_start_date):
         return dg.RunRequest(
             run_key=f"refresh-{tick:%Y-%m-%dT%H:%M}",
@@ -112,6 +120,7 @@ def late_sweep_request(context: dg.ScheduleEvaluationContext, late_days: Optiona
         tags={
             **INGEST_TAGS,
             "analytics_platform/trigger": "late_sweep",
+            PRIORITY_TAG: SWEEP_PRIORITY,
             RANGE_START_TAG: first.isoformat(),
             RANGE_END_TAG: last.isoformat(),
         },

@@ -56,11 +56,15 @@ def build_warehouse(settings: Settings):
 
 def build_export_budget(s: Settings, app_db: Any) -> Any:
     """The Mixpanel export budget every HTTP export query takes a slot of: a ledger in the
-    application PostgreSQL (``app_db``: ``APP_DATABASE_URL``, else the embedded one)."""
+    application PostgreSQL (``app_db``'s URL: ``APP_DATABASE_URL``, else the embedded one
+    locally; prod without it fails at the Mixpanel resource's set-up, naming it)."""
+    from analytics_platform.resources.app_db import AppDatabase
     from analytics_platform.resources.export_budget import PostgresExportBudget
 
     return PostgresExportBudget(
-        app_db=app_db,
+        # the same database; its URL requirement is reported with Mixpanel's own settings
+        app_db=AppDatabase(url=app_db.url, embedded_dir=app_db.embedded_dir),
+        require_database_url=s.is_prod,
         queries_per_hour=s.mixpanel_export_queries_per_hour,
         queries_per_second=s.mixpanel_export_queries_per_second,
         refresh_reserve=s.mixpanel_export_refresh_reserve,

@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import sqlalchemy as sa
-from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
+from dagster import ConfigurableResource, get_dagster_logger
 from pydantic import PrivateAttr
 
 from analytics_platform.common import UTC, read_postgres_sql
 from analytics_platform.resources.app_db import AppDatabase
-from analytics_platform.settings import SettingsError
 
 BUDGET_TABLE = "mixpanel_export_budget"
 PURPOSE_REFRESH = "refresh"
@@ -262,6 +261,11 @@ class ExportBudget(ConfigurableResource):
     def acquire(self, request: str = "") -> Grant:
         raise NotImplementedError
 
+    def configuration_problems(self) -> list[str]:
+        """What to set (variable names) for the budget to work; [] when usable.  Checked by
+        the Mixpanel resource at set-up, with its own settings, in one message."""
+        return []
+
 
 class PostgresExportBudget(ExportBudget):
     """The export budget shared by every run, in the application PostgreSQL."""
@@ -271,14 +275,20 @@ class PostgresExportBudget(ExportBudget):
     queries_per_second: int = 3
     refresh_reserve: int = 8
     max_wait_seconds: float = 600.0
+    # prod: the ledger must be the shared application PostgreSQL (APP_DATABASE_URL), never
+    # a process-local embedded one.
+    require_database_url: bool = False
 
     _clock: Any = PrivateAttr(default=None)
     _sleep: Any = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: InitResourceContext) -> None:
+    def configuration_problems(self) -> list[str]:
         problems = self.limits.problems()
-        if problems:
-            raise SettingsError("Mixpanel export budget: " + "; ".join(problems) + ".")
+        if self.max_wait_seconds < 0:
+            problems.append(f"MIXPANEL_EXPORT_BUDGET_MAX_WAIT_SECONDS must not be negative, got {self.max_wait_seconds}")
+        if self.require_database_url and not self.app_db.url:
+            problems.append("APP_DATABASE_URL (the Mixpanel export budget's ledger lives in the application PostgreSQL)")
+        return problems
 
     @property
     def limits(self) -> BudgetLimits:

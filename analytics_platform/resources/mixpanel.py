@@ -276,6 +276,8 @@ class MixpanelResource(MixpanelService):
         for name, url in (("MIXPANEL_EXPORT_URL", self.export_url), ("MIXPANEL_API_URL", self.api_url)):
             if not url.startswith(("http://", "https://")):
                 problems.append(f"{name} (must start with http:// or https://, got {url!r})")
+        if self.budget is not None:
+            problems.extend(self.budget.configuration_problems())
         if problems:
             raise SettingsError("Mixpanel is not configured: set " + "; ".join(problems) + ".")
         self._checked = True

@@ -232,13 +232,14 @@ def test_export_without_credentials_to_overridden_url_uses_http_without_auth(tmp
         assert stats.lines == 1 and stub.export_requests[0]["auth"] == "anonymous"
 
 
-def test_export_from_a_stub_without_token_sends_profile_updates_to_the_outbox(tmp_path):
+def test_export_from_a_stub_without_token_sends_profile_updates_to_the_outbox(tmp_path, app_db_url, monkeypatch):
     """build_resources: HTTP export (the URL is not Mixpanel's) + /engage to the outbox."""
     from analytics_platform.resources import build_resources
 
     with MixpanelStub(require_auth=False) as stub:
         stub.add_events(DAY, [_event("a", 1714521600)])
-        env = {"MIXPANEL_EXPORT_URL": stub.url, "ANALYTICS_DATA_DIR": str(tmp_path)}
+        monkeypatch.setenv("APP_DATABASE_URL", app_db_url)  # the export budget's ledger (an EnvVar)
+        env = {"MIXPANEL_EXPORT_URL": stub.url, "ANALYTICS_DATA_DIR": str(tmp_path), "APP_DATABASE_URL": app_db_url}
         resource = build_resources(get_settings(env))["mixpanel"]
         with dg.build_resources({"mixpanel": resource}) as built:
             mp = built.mixpanel

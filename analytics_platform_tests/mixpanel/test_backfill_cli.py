@@ -17,7 +17,7 @@ from analytics_platform_tests.mixpanel.conftest import mp_event, ts
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_partition_range_from_the_cli_is_one_run_and_one_export_query(tmp_path, mixpanel_stub):
+def test_partition_range_from_the_cli_is_one_run_and_one_export_query(tmp_path, mixpanel_stub, app_db_url):
     for day in ("2024-06-03", "2024-06-04", "2024-06-05"):
         mixpanel_stub.add_events(
             day, [mp_event("app_open", ts(f"{day}T0{i}:00:00"), f"u{i}", f"{day}-{i}") for i in range(3)]
@@ -32,6 +32,7 @@ def test_partition_range_from_the_cli_is_one_run_and_one_export_query(tmp_path, 
         ANALYTICS_DATA_DIR=str(tmp_path / "data"),
         DUCKDB_PATH=str(duckdb_path),
         DAGSTER_HOME=str(home),
+        APP_DATABASE_URL=app_db_url,  # the export budget's ledger
     )
     cli = Path(sys.executable).parent / "dagster"
     proc = subprocess.run(

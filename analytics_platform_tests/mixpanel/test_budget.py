@@ -370,3 +370,30 @@ def test_refresh_and_backfill_together_stay_within_the_budget(app_db, mixpanel_s
     rows = budget_rows(app_db)
     assert len(rows) == len(requests)
     assert sorted(r[0] for r in rows) == sorted(times)
+
+
+# --------------------------------------------------------------------------- wiring
+def test_prod_without_the_app_database_fails_at_setup_naming_it(mixpanel_stub):
+    from analytics_platform.resources import build_resources
+    from analytics_platform.settings import get_settings
+
+    env = {"ANALYTICS_ENV": "prod", "GCP_PROJECT_ID": "p1", **mixpanel_stub.env(), "MIXPANEL_EXPORT_REFRESH_RESERVE": "10"}
+    mixpanel = build_resources(get_settings(env), secrets_as_env_vars=False)["mixpanel"]
+    assert mixpanel.budget.refresh_reserve == 10 and mixpanel.budget.queries_per_hour == 60
+    with pytest.raises(Exception) as raised:
+        with dg.build_resources({"mixpanel": mixpanel}):
+            pass
+    text = str(raised.value) + str(raised.value.__cause__)
+    assert "APP_DATABASE_URL" in text and "export budget" in text
+
+
+def test_scheduled_runs_are_charged_as_refresh_and_sweep_and_queued_first():
+    from analytics_platform.mixpanel import schedules as S
+
+    tick = dt.datetime(2024, 6, 10, 12, 15, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        refresh = S.refresh_request(dg.build_schedule_context(instance=instance, scheduled_execution_time=tick))
+        sweep = S.late_sweep_request(dg.build_schedule_context(instance=instance, scheduled_execution_time=tick))
+    assert refresh.tags[R.TRIGGER_TAG] == "refresh" and sweep.tags[R.TRIGGER_TAG] == "late_sweep"
+    assert int(refresh.tags["dagster/priority"]) > int(sweep.tags["dagster/priority"]) > 0
+    assert R.export_purpose(refresh.tags[R.TRIGGER_TAG], [tick.date()], tick.date()) == "refresh"

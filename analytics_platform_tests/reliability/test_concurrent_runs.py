@@ -68,7 +68,7 @@ def _assert_both_succeeded(outcomes: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------ ingestion
-def test_two_ingestion_runs_of_the_same_day(tmp_path, mixpanel_stub):
+def test_two_ingestion_runs_of_the_same_day(tmp_path, mixpanel_stub, app_db_url):
     mixpanel_stub.add_generated(DAY, 3000, event="app_open")
     mixpanel_stub.add_generated(DAY, 500, event="purchase_failed")
     mixpanel_stub.add_raw_lines(DAY, ["not json", '{"event": "app_open"}', "[1,2]"])
@@ -79,6 +79,7 @@ def test_two_ingestion_runs_of_the_same_day(tmp_path, mixpanel_stub):
         DUCKDB_PATH=str(duckdb_path),
         EVENTS_CONFIG=json.dumps(TEST_CONFIG),
         **mixpanel_stub.env(),
+        APP_DATABASE_URL=app_db_url,  # the export budget's ledger
     )
     outcomes = _run_pair(
         tmp_path, env, ["--select", "mixpanel_data/mixpanel_events", "--partition", DAY, "--batch-rows", "500"], "ingest_load"

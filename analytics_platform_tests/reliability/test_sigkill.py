@@ -67,7 +67,7 @@ def _rejected(warehouse) -> list[tuple]:
     return records(frame)
 
 
-def test_ingestion_killed_after_two_committed_batches_then_rerun_equals_a_clean_run(tmp_path, mixpanel_stub):
+def test_ingestion_killed_after_two_committed_batches_then_rerun_equals_a_clean_run(tmp_path, mixpanel_stub, app_db_url):
     _serve_day(mixpanel_stub)
     duckdb_path = tmp_path / "warehouse.duckdb"
     env = clean_env(
@@ -76,6 +76,7 @@ def test_ingestion_killed_after_two_committed_batches_then_rerun_equals_a_clean_
         DUCKDB_PATH=str(duckdb_path),
         EVENTS_CONFIG=json.dumps(TEST_CONFIG),
         **mixpanel_stub.env(),
+        APP_DATABASE_URL=app_db_url,  # the export budget's ledger
     )
     flag, log = tmp_path / "paused", tmp_path / "killed-run.log"
     proc = start_runner(
