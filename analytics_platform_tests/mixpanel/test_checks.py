@@ -27,7 +27,7 @@ def test_checks_pass_after_a_clean_refresh_of_today(duckdb_warehouse, mixpanel_s
     with dg.instance_for_test() as instance:
         result = materialize_events(duckdb_warehouse, mixpanel, today.isoformat(), instance=instance, with_checks=True)
     checks = _evaluations(result)
-    assert set(checks) == {"event_id_unique", "event_timestamp_not_null", "current_day_fresh"}
+    assert set(checks) == {"event_id_unique", "event_timestamp_not_null", "current_day_fresh", "late_rows_within_threshold"}
     assert all(c.passed for c in checks.values())
     assert checks["current_day_fresh"].metadata["rows_today"].value == 1
 
