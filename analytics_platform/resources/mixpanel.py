@@ -16,7 +16,9 @@ Which one is used is decided in ``analytics_platform.resources.build_resources``
 ``require_credentials=True`` (prod) turns every missing credential into a set-up failure
 that names the variables.  429, 5xx and connection errors (also mid-stream) are retried with
 exponential backoff + full jitter, honouring ``Retry-After``; other 4xx are final.  Every
-message and log line is redacted; secrets never leave this module.
+message and log line is redacted; secrets never leave this module.  With a ``budget``
+(``resources/export_budget.py``) every export request, a retry too, first takes a slot of
+the export budget shared by all runs (60 per rolling hour, 3 per second).
 """
 
 from __future__ import annotations
