@@ -209,6 +209,43 @@ def test_concurrent_callers_never_take_more_than_the_budget(app_db):
     assert len(budget_rows(app_db)) == 52
 
 
+_PROCESS = """
+import sys
+from analytics_platform.resources.app_db import AppDatabase
+from analytics_platform.resources.export_budget import ExportBudgetExhausted, PostgresExportBudget
+ledger = PostgresExportBudget(app_db=AppDatabase(url=sys.argv[1]), queries_per_second=10_000,
+                              max_wait_seconds=0).ledger()
+granted = 0
+for i in range(20):
+    try:
+        ledger.acquire("backfill", f"query {i}", sys.argv[2])
+        granted += 1
+    except ExportBudgetExhausted:
+        pass
+print("GRANTED", granted)
+"""
+
+
+def test_separate_processes_share_one_budget(app_db_url, app_db):
+    """Four processes (as four pods would) race for slots on the same database: 52 in all."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd())}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _PROCESS, app_db_url, f"pod-{n}"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in range(4)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    granted = [int(out.split("GRANTED")[1]) for out, err in outputs if "GRANTED" in out]
+    assert len(granted) == 4, [err[-2000:] for _, err in outputs]
+    assert sum(granted) == 52
+    rows = budget_rows(app_db)
+    assert len(rows) == 52 and {r[2] for r in rows} <= {f"pod-{n}" for n in range(4)}
+
+
 def test_a_backfill_without_budget_fails_naming_when_it_frees(app_db, mixpanel_stub, tmp_path):
     clock = VirtualClock(T0)
     oldest = T0 - dt.timedelta(minutes=50)
