@@ -207,6 +207,7 @@ def test_concurrent_callers_never_take_more_than_the_budget(app_db):
         t.join(120)
     assert len(granted) == 52 and len(refused) == 120 - 52
     assert len(budget_rows(app_db)) == 52
+    assert PostgresExportBudget(app_db=app_db).ledger().usage() == {"backfill": 52}
 
 
 _PROCESS = """
