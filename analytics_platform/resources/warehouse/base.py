@@ -3,7 +3,9 @@ SQL files, table creation, loads (validated into a :class:`LoadPlan` first)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+import time
+import uuid
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -19,7 +21,17 @@ from analytics_platform.resources.warehouse.load_plans import (
     plan_load,
     prepare_batch,
 )
-from analytics_platform.resources.warehouse.schema import Column, LoadResult
+from analytics_platform.resources.warehouse.schema import Column, LoadResult, WarehouseError
+from analytics_platform.resources.warehouse.write_lock import (
+    RETRY_DELAYS,
+    WRITE_LOCKS_SCHEMA,
+    WRITE_LOCKS_TABLE,
+    ensure_lock_row_statement,
+    is_write_conflict,
+    retry_delay,
+)
+
+T = TypeVar("T")
 
 
 class Warehouse(ConfigurableResource):
@@ -61,6 +73,33 @@ class Warehouse(ConfigurableResource):
         """
         raise NotImplementedError
 
+    def write_batch(
+        self,
+        sql_names: Sequence[str],
+        batch: pa.Table,
+        batch_schema: Sequence[Column],
+        params: Optional[Mapping[str, Any]] = None,
+        *,
+        batch_dataset: str,
+        lock: str,
+        **identifiers: str,
+    ) -> list[int]:
+        """Run the statements ``sql/<name>.sql`` (in order) over ``batch`` (readable as
+        ``{batch_dataset}.{batch}``) in ONE transaction that first takes the write lock
+        ``lock``; return each statement's result (DML: rows affected; a scalar SELECT: its
+        value).
+
+        Writers of the same ``lock`` never interleave, even from different runs or
+        processes: the transaction's first statement updates the lock's row of
+        ``{batch_dataset}.warehouse_write_locks``, so a concurrent writer is cancelled and
+        retried from a fresh snapshot (see :mod:`.write_lock`).  JSON columns of
+        ``batch_schema`` arrive as their text (STRING): parse them in the statement
+        (``SAFE.PARSE_JSON``).  BigQuery stages the batch in a table of ``batch_dataset``
+        created with an expiry (it disappears by itself if the process dies) and dropped
+        afterwards.
+        """
+        raise NotImplementedError
+
     @property
     def engine(self) -> str:
         """``"duckdb"`` or ``"bigquery"``: for labels and messages, never for branching."""
@@ -77,6 +116,30 @@ class Warehouse(ConfigurableResource):
         raise NotImplementedError
 
     # --- shared ------------------------------------------------------------------------
+    def ensure_write_lock(self, dataset: str, lock: str) -> None:
+        """Create ``{dataset}.warehouse_write_locks`` and the row of ``lock`` if absent
+        (:meth:`write_batch` does it too; call this once before starting writers)."""
+        self.ensure_table(dataset, WRITE_LOCKS_TABLE, WRITE_LOCKS_SCHEMA)
+        self.execute(ensure_lock_row_statement(dataset), {"_lock_name": lock})
+
+    @staticmethod
+    def _retry_on_conflict(attempt_write: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+        """Run ``attempt_write`` again while a concurrent writer cancels it (a lock conflict)."""
+        for attempt in range(len(RETRY_DELAYS) + 1):
+            try:
+                return attempt_write()
+            except WarehouseError as exc:
+                if not is_write_conflict(exc) or attempt == len(RETRY_DELAYS):
+                    raise
+                sleep(retry_delay(attempt))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _lock_params(lock: str) -> dict[str, str]:
+        """``@_lock_name`` / ``@_lock_holder`` of a batch write (holder: for people looking
+        at the lock table; never a secret)."""
+        return {"_lock_name": lock, "_lock_holder": f"{uuid.uuid4().hex[:12]}"}
+
     def query(self, sql: str, params: Optional[Mapping[str, Any]] = None) -> pd.DataFrame:
         """Run a SELECT; rows as a DataFrame with BigQuery's pandas types."""
         return arrow_to_pandas(self.query_arrow(sql, params))

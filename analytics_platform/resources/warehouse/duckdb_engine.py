@@ -3,6 +3,7 @@ the BigQuery-dialect SQL is transpiled by sqlglot (:mod:`.transpile`)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import pyarrow as pa
 
-from analytics_platform.common import read_sql, render_sql, validate_identifier
+from analytics_platform.common import read_sql, render_sql, strip_sql_comments, validate_identifier
 from analytics_platform.resources.warehouse.arrow_types import normalise_arrow, to_arrow
 from analytics_platform.resources.warehouse.base import Warehouse
 from analytics_platform.resources.warehouse.load_plans import (
@@ -22,6 +23,7 @@ from analytics_platform.resources.warehouse.load_plans import (
 )
 from analytics_platform.resources.warehouse.schema import Column, WarehouseError, resolve_param
 from analytics_platform.resources.warehouse.transpile import transpile_to_duckdb, used_parameters
+from analytics_platform.resources.warehouse.write_lock import is_query, take_lock_statement
 
 DUCKDB_TYPES = {
     "STRING": "VARCHAR",
@@ -40,6 +42,11 @@ DUCKDB_TYPES = {
 _TEXT_COMPRESSION = "zstd"
 # The name an Arrow batch is registered under on the connection (insert_from_batch).
 _BATCH = "_warehouse_batch"
+# DuckDB (2.0) fails now and then to register an Arrow table on a connection opened while
+# another thread opened the same database ("Table Function with name python_arrow_scan
+# does not exist"): opening and registering take turns in this process (the statements
+# themselves still run concurrently).
+_REGISTER_LOCK = threading.Lock()
 # Threads of a batch insert (see insert_from_batch).
 _BATCH_INSERT_THREADS = 1
 
@@ -65,7 +72,8 @@ class DuckDBWarehouse(Warehouse):
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(self.path)
+                with _REGISTER_LOCK:  # see _REGISTER_LOCK
+                    con = duckdb.connect(self.path)
                 break
             except duckdb.IOException as exc:  # another process holds the write lock
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
@@ -157,7 +165,8 @@ class DuckDBWarehouse(Warehouse):
             # append of the same batch (and a larger file).  The setting belongs to the
             # database instance, so it is reset for whoever uses it next.
             con.execute(f"SET threads={_BATCH_INSERT_THREADS}")
-            con.register(_BATCH, arrow)
+            with _REGISTER_LOCK:
+                con.register(_BATCH, arrow)
             try:
                 con.execute("BEGIN TRANSACTION")
                 try:
@@ -169,9 +178,63 @@ class DuckDBWarehouse(Warehouse):
                         f"DuckDB statement {sql_name} failed: {exc}\n--- SQL ---\n{duck_sql}"
                     ) from exc
             finally:
-                con.unregister(_BATCH)
+                with _REGISTER_LOCK:
+                    con.unregister(_BATCH)
                 con.execute("RESET threads")
         return affected
+
+    def write_batch(
+        self,
+        sql_names: Sequence[str],
+        batch: pa.Table,
+        batch_schema: Sequence[Column],
+        params: Optional[Mapping[str, Any]] = None,
+        *,
+        batch_dataset: str,
+        lock: str,
+        **identifiers: str,
+    ) -> list[int]:
+        """The statements read the Arrow batch registered on the connection (no copy), in
+        one transaction whose first statement updates the lock's row: a concurrent writer
+        of the same lock in this process fails with DuckDB's "Conflict on update" and is
+        retried; another process waits for the file (``connect``)."""
+        validate_identifier(batch_dataset)
+        schema = [Column(c.name, "STRING" if c.type == "JSON" else c.type, c.required) for c in batch_schema]
+        arrow = to_arrow(batch, schema)
+        self.ensure_write_lock(batch_dataset, lock)
+        lock_params = self._lock_params(lock)
+        steps = [(False, *self._prepare(take_lock_statement(batch_dataset), lock_params))]
+        for name in sql_names:
+            sql = strip_sql_comments(render_sql(read_sql(name), batch_dataset="main", batch=_BATCH, **identifiers))
+            steps.append((is_query(sql), *self._prepare(sql, params)))
+
+        def attempt() -> list[int]:
+            with self.connect() as con:
+                con.execute(f"SET threads={_BATCH_INSERT_THREADS}")  # see insert_from_batch
+                try:
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        with _REGISTER_LOCK:
+                            con.register(_BATCH, arrow)
+                        results = []
+                        for query, duck_sql, values in steps:
+                            cur = con.execute(duck_sql, values)
+                            if query:
+                                row = cur.fetchone()
+                                results.append(int(row[0] or 0) if row else 0)
+                            else:
+                                results.append(_duckdb_affected(cur))
+                        con.execute("COMMIT")
+                    except Exception as exc:
+                        con.execute("ROLLBACK")
+                        raise WarehouseError(f"DuckDB batch write {list(sql_names)} failed: {exc}") from exc
+                finally:
+                    with _REGISTER_LOCK:
+                        con.unregister(_BATCH)
+                    con.execute("RESET threads")
+            return results[1:]  # without the lock's UPDATE
+
+        return self._retry_on_conflict(attempt)
 
     def _load_staged(self, arrow: pa.Table, plan: LoadPlan) -> int:
         """Staged in a TEMP table and moved inside one DuckDB transaction."""
