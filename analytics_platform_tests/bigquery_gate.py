@@ -265,6 +265,8 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     "mixpanel/check_current_day": {"today": DAY},
     # mixpanel/store.py (ingestion)
     "mixpanel/insert_new_events": {"date_from": DAY, "date_to": DAY},
+    "mixpanel/insert_unparsable_events": {"date_from": DAY, "date_to": DAY},
+    "mixpanel/count_unparsable_events": {},
     "mixpanel/delete_uncollected_events": {"from_date": DAY, "to_date": DAY, "events": ["a", "b"]},
     "mixpanel/partition_counts": {"from_date": DAY, "to_date": DAY},
     # cohorts/store.py
@@ -350,11 +352,7 @@ def _sql_file_statements() -> Iterator[GateStatement]:
                _file("mixpanel/table_row_count", dataset=MIXPANEL_DS, table=M.ANOMALIES_TABLE))
     for name in ("anomaly_history", "pending_alerts"):
         yield stmt(f"mixpanel/{name}", f"mixpanel/{name}", _file(f"mixpanel/{name}", **anomalies))
-    staged = dict(tables)
-    staged[(MIXPANEL_DS, STAGED_BATCH)] = schema_of(M.EVENTS_SCHEMA)
-    yield stmt("mixpanel/insert_new_events", "mixpanel/insert_new_events",
-               _file("mixpanel/insert_new_events", **_MIXPANEL_IDS, batch_dataset=MIXPANEL_DS, batch=STAGED_BATCH),
-               staged)
+    yield from _batch_write_statements(tables)
 
     # cohorts: the events queries with and without their partition-pruning fragments
     from analytics_platform.cohorts.store import events_query_sql
@@ -386,6 +384,34 @@ def _sql_file_statements() -> Iterator[GateStatement]:
     for name in ("sessions_partition_stats", "persons_rebuild", "persons_stats"):
         yield stmt(f"posthog/{name}", f"posthog/{name}", _file(f"posthog/{name}", **agg))
     yield from _sessions_merge_statements()
+
+
+def _batch_write_statements(tables: Mapping[tuple[str, str], Schema]) -> Iterator[GateStatement]:
+    """The events batch write (``EventsLoader.load_events`` -> ``Warehouse.write_batch``):
+    each statement of the BigQuery script, against the staged batch as staged (properties
+    as STRING) and the write-locks table.  The script's procedural frame (``DECLARE``,
+    ``SET n = @@row_count``) is not a statement the analyzer resolves: the BigQuery
+    emulator tests run the whole script."""
+    from analytics_platform.mixpanel import store as S, tables as M
+    from analytics_platform.resources.warehouse import write_lock as L
+
+    staged = dict(tables)
+    staged[(MIXPANEL_DS, STAGED_BATCH)] = schema_of(S.EVENTS_BATCH_SCHEMA)
+    staged[(MIXPANEL_DS, L.WRITE_LOCKS_TABLE)] = schema_of(L.WRITE_LOCKS_SCHEMA)
+    ids = dict(_MIXPANEL_IDS, batch_dataset=MIXPANEL_DS, batch=STAGED_BATCH, rejected=M.REJECTED_TABLE)
+    for name in S.WRITE_EVENTS_STATEMENTS:
+        yield GateStatement(name, _file(name, **ids), bound_types(params_of(name)), staged)
+    lock = {"_lock_name": f"{MIXPANEL_DS}.{EVENTS}", "_lock_holder": "abc"}
+    from analytics_platform.common import strip_sql_comments
+
+    files = [strip_sql_comments(_file(n, **ids)).strip() for n in S.WRITE_EVENTS_STATEMENTS]
+    script = L.bigquery_write_script(MIXPANEL_DS, files)
+    frame = [p for p in script.rstrip(";").split(";\n")
+             if p.strip() not in files and not p.startswith(("DECLARE ", "SET "))]
+    for i, part in enumerate(frame):
+        if part.startswith("SELECT n0"):
+            continue  # reads the script's variables
+        yield GateStatement(f"write_batch script #{i + 1}", part, bound_types(lock), staged)
 
 
 # Shapes of PostHog's sessions export the sessions MERGE is built for.
@@ -483,6 +509,8 @@ def _table_uses() -> list[TableUse]:
     from analytics_platform.mixpanel import tables as M
     from analytics_platform.posthog import rules as sessions_sql, tables as P
 
+    from analytics_platform.resources.warehouse import write_lock as WL
+
     ts_range = {"match_from": NOW, "match_to": NOW}
     from analytics_platform.mixpanel.store import MATCH_WINDOW_STARTS
     export_all = _export_schema(("+all", "+entry_utm_id"))
@@ -491,6 +519,8 @@ def _table_uses() -> list[TableUse]:
         TableUse("mixpanel.events", MIXPANEL_DS, EVENTS, M.EVENTS_SCHEMA, "event_date", ("event_name", "event_id")),
         TableUse("mixpanel.staged_batch", MIXPANEL_DS, STAGED_BATCH, M.EVENTS_SCHEMA,
                  loads=({"mode": "append"},)),
+        # resources/warehouse/write_lock.py: the table of Warehouse.write_batch's locks
+        TableUse("warehouse.write_locks", MIXPANEL_DS, WL.WRITE_LOCKS_TABLE, WL.WRITE_LOCKS_SCHEMA),
         TableUse("mixpanel.rejected", MIXPANEL_DS, M.REJECTED_TABLE, M.REJECTED_SCHEMA, "partition_date",
                  loads=({"mode": "insert_missing", "key_columns": ("partition_date", "line_hash"),
                          "match_filter": "T.partition_date BETWEEN @match_from AND @match_to",
