@@ -13,7 +13,7 @@ from dagster import ConfigurableResource
 
 from analytics_platform.common import read_sql, render_sql
 from analytics_platform.resources.warehouse.arrow_types import arrow_to_pandas, to_arrow
-from analytics_platform.resources.warehouse.ddl import validate_table_layout
+from analytics_platform.resources.warehouse.ddl import TableLayout, rename_table_statement, validate_table_layout
 from analytics_platform.resources.warehouse.load_plans import (
     LoadMode,
     LoadPlan,
@@ -52,6 +52,20 @@ class Warehouse(ConfigurableResource):
     def table_columns(self, dataset: str, table: str) -> list[str]:
         """Column names of ``dataset.table`` in order; [] when it does not exist."""
         raise NotImplementedError
+
+    def table_layout(self, dataset: str, table: str) -> Optional[TableLayout]:
+        """Columns (with types), partitioning and clustering of ``dataset.table`` (BigQuery:
+        the table's metadata); ``None`` when it does not exist."""
+        raise NotImplementedError
+
+    def drop_table(self, dataset: str, table: str) -> None:
+        """Drop ``dataset.table`` if it exists."""
+        raise NotImplementedError
+
+    def rename_table(self, dataset: str, table: str, new_name: str) -> None:
+        """Rename ``dataset.table`` to ``dataset.new_name`` (data, partitioning and
+        clustering kept)."""
+        self.execute(rename_table_statement(dataset, table, new_name))
 
     def insert_from_batch(
         self,

@@ -14,7 +14,7 @@ from pydantic import PrivateAttr
 from analytics_platform.common import UTC, read_sql, render_sql, strip_sql_comments, validate_identifier
 from analytics_platform.resources.warehouse.arrow_types import normalise_arrow, to_arrow
 from analytics_platform.resources.warehouse.base import Warehouse
-from analytics_platform.resources.warehouse.ddl import add_column_statement, create_table_statement
+from analytics_platform.resources.warehouse.ddl import TableLayout, add_column_statement, create_table_statement
 from analytics_platform.resources.warehouse.load_plans import LoadPlan, load_statement, plan_load, staging_name
 from analytics_platform.resources.warehouse.schema import Column, WarehouseError, resolve_param
 from analytics_platform.resources.warehouse.write_lock import (
@@ -148,6 +148,26 @@ class BigQueryWarehouse(Warehouse):
         except NotFound:
             return []
         return [f.name for f in t.schema]
+
+    def table_layout(self, dataset: str, table: str) -> Optional[TableLayout]:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            t = self.client.get_table(f"{self.project}.{validate_identifier(dataset)}.{validate_identifier(table)}")
+        except NotFound:
+            return None
+        standard = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "RECORD": "STRUCT"}
+        columns = tuple((f.name, standard.get(f.field_type, f.field_type)) for f in t.schema)
+        partitioning = None
+        if t.time_partitioning is not None:
+            field = t.time_partitioning.field or "_PARTITIONTIME"
+            partitioning = f"{field} {t.time_partitioning.type_ or 'DAY'}"
+        elif t.range_partitioning is not None:
+            partitioning = f"RANGE {t.range_partitioning.field}"
+        return TableLayout(columns, partitioning, tuple(t.clustering_fields or ()))
+
+    def drop_table(self, dataset: str, table: str) -> None:
+        self._drop(dataset, table)
 
     def _create_table(self, dataset, table, schema, partition_by, cluster_by) -> None:
         self.execute(create_table_statement(dataset, table, schema, partition_by, cluster_by))

@@ -14,6 +14,7 @@ import pyarrow as pa
 from analytics_platform.common import read_sql, render_sql, strip_sql_comments, validate_identifier
 from analytics_platform.resources.warehouse.arrow_types import normalise_arrow, to_arrow
 from analytics_platform.resources.warehouse.base import Warehouse
+from analytics_platform.resources.warehouse.ddl import TableLayout
 from analytics_platform.resources.warehouse.load_plans import (
     LoadPlan,
     delete_partitions_statement,
@@ -130,6 +131,27 @@ class DuckDBWarehouse(Warehouse):
                 [dataset, table],
             ).fetchall()
         return [r[0] for r in rows]
+
+    def table_layout(self, dataset: str, table: str) -> Optional[TableLayout]:
+        """Columns with their BigQuery types (DuckDB has no partitioning or clustering)."""
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                [dataset, table],
+            ).fetchall()
+        if not rows:
+            return None
+        back = {v.split("(")[0]: k for k, v in DUCKDB_TYPES.items()}
+        back.update({"TIMESTAMP WITH TIME ZONE": "TIMESTAMP", "DECIMAL": "NUMERIC", "INTEGER": "INT64"})
+        return TableLayout(
+            tuple((name, back.get(str(typ).split("(")[0].upper(), str(typ).upper())) for name, typ in rows),
+            physical=False,
+        )
+
+    def drop_table(self, dataset: str, table: str) -> None:
+        with self.connect() as con:
+            con.execute(f'DROP TABLE IF EXISTS "{validate_identifier(dataset)}"."{validate_identifier(table)}"')
 
     def _create_table(self, dataset, table, schema, partition_by, cluster_by) -> None:
         """DuckDB has no partitioning or clustering; text columns are stored with zstd
