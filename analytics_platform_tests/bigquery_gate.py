@@ -267,6 +267,10 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     "mixpanel/insert_new_events": {"date_from": DAY, "date_to": DAY},
     "mixpanel/insert_unparsable_events": {"date_from": DAY, "date_to": DAY},
     "mixpanel/count_unparsable_events": {},
+    # mixpanel/migrate.py
+    "mixpanel/migrate_source_counts": {},
+    "mixpanel/migrate_copy_events": {},
+    "mixpanel/migrate_target_counts": {},
     "mixpanel/delete_uncollected_events": {"from_date": DAY, "to_date": DAY, "events": ["a", "b"]},
     "mixpanel/partition_counts": {"from_date": DAY, "to_date": DAY},
     # cohorts/store.py
@@ -353,6 +357,7 @@ def _sql_file_statements() -> Iterator[GateStatement]:
     for name in ("anomaly_history", "pending_alerts"):
         yield stmt(f"mixpanel/{name}", f"mixpanel/{name}", _file(f"mixpanel/{name}", **anomalies))
     yield from _batch_write_statements(tables)
+    yield from _migration_statements(tables)
 
     # cohorts: the events queries with and without their partition-pruning fragments
     from analytics_platform.cohorts.store import events_query_sql
@@ -412,6 +417,43 @@ def _batch_write_statements(tables: Mapping[tuple[str, str], Schema]) -> Iterato
         if part.startswith("SELECT n0"):
             continue  # reads the script's variables
         yield GateStatement(f"write_batch script #{i + 1}", part, bound_types(lock), staged)
+
+
+# Shapes of an events table the migration (mixpanel/migrate.py) copies from.
+_OLD_EVENTS_SHAPES: dict[str, Schema] = {
+    # the old collector's (its README): no event_date, nor the platform's extra columns
+    "old collector": (("event_timestamp", "TIMESTAMP"), ("inserted_at", "TIMESTAMP"), ("event_name", "STRING"),
+                      ("properties", "JSON"), ("distinct_id", "STRING"), ("event_id", "STRING")),
+    # every column, properties as STRING and one extra column (kept by the migration)
+    "string properties + extra column": tuple(
+        (n, "STRING" if n == "properties" else t) for n, t in (
+            ("event_id", "STRING"), ("event_name", "STRING"), ("distinct_id", "STRING"),
+            ("event_timestamp", "TIMESTAMP"), ("inserted_at", "TIMESTAMP"), ("properties", "JSON"),
+            ("event_date", "DATE"), ("device_id", "STRING"), ("os", "STRING"),
+            ("mp_processing_time_ms", "INT64"), ("source", "STRING"))),
+}
+
+
+def _migration_statements(tables: Mapping[tuple[str, str], Schema]) -> Iterator[GateStatement]:
+    """``migrate_events_table``'s statements for each old shape: the source counts, the
+    de-duplicating copy into ``{table}__migrating`` (its CREATE: see the builder
+    statements), the copy's counts, the two renames."""
+    from analytics_platform.mixpanel import migrate as MG
+    from analytics_platform.resources.warehouse import TableLayout, rename_table_statement
+
+    target = f"{EVENTS}{MG.MIGRATING_SUFFIX}"
+    for label, shape in _OLD_EVENTS_SHAPES.items():
+        old = TableLayout(shape)
+        schema = MG.target_schema(old)
+        fragments = MG.copy_fragments(old, schema)
+        catalog = dict(tables)
+        catalog[(MIXPANEL_DS, EVENTS)] = shape
+        catalog[(MIXPANEL_DS, target)] = schema_of(schema)
+        ids = dict(dataset=MIXPANEL_DS, table=EVENTS, target=target)
+        for name in ("mixpanel/migrate_source_counts", "mixpanel/migrate_copy_events", "mixpanel/migrate_target_counts"):
+            yield GateStatement(f"{name}[{label}]", _file(name, fragments, **ids), bound_types(params_of(name)), catalog)
+    yield GateStatement("migrate rename", rename_table_statement(MIXPANEL_DS, EVENTS, f"{EVENTS}__before_migration_x"),
+                        {}, tables)
 
 
 # Shapes of PostHog's sessions export the sessions MERGE is built for.
@@ -519,6 +561,9 @@ def _table_uses() -> list[TableUse]:
         TableUse("mixpanel.events", MIXPANEL_DS, EVENTS, M.EVENTS_SCHEMA, "event_date", ("event_name", "event_id")),
         TableUse("mixpanel.staged_batch", MIXPANEL_DS, STAGED_BATCH, M.EVENTS_SCHEMA,
                  loads=({"mode": "append"},)),
+        # mixpanel/migrate.py: the table an old events table is copied into
+        TableUse("mixpanel.events", MIXPANEL_DS, f"{EVENTS}__migrating", M.EVENTS_SCHEMA, "event_date",
+                 ("event_name", "event_id")),
         # resources/warehouse/write_lock.py: the table of Warehouse.write_batch's locks
         TableUse("warehouse.write_locks", MIXPANEL_DS, WL.WRITE_LOCKS_TABLE, WL.WRITE_LOCKS_SCHEMA),
         TableUse("mixpanel.rejected", MIXPANEL_DS, M.REJECTED_TABLE, M.REJECTED_SCHEMA, "partition_date",
