@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import pyarrow as pa
+from pydantic import PrivateAttr
 
 from analytics_platform.common import read_sql, render_sql, strip_sql_comments, validate_identifier
 from analytics_platform.resources.warehouse.arrow_types import normalise_arrow, to_arrow
@@ -57,6 +58,9 @@ class DuckDBWarehouse(Warehouse):
 
     path: str
     lock_timeout_seconds: float = 120.0
+
+    # (dataset, lock) whose row write_batch made sure of (the row is never deleted)
+    _locks_ready: Any = PrivateAttr(default_factory=set)
 
     @property
     def engine(self) -> str:
@@ -223,7 +227,9 @@ class DuckDBWarehouse(Warehouse):
         validate_identifier(batch_dataset)
         schema = [Column(c.name, "STRING" if c.type == "JSON" else c.type, c.required) for c in batch_schema]
         arrow = to_arrow(batch, schema)
-        self.ensure_write_lock(batch_dataset, lock)
+        if (batch_dataset, lock) not in self._locks_ready:
+            self.ensure_write_lock(batch_dataset, lock)
+            self._locks_ready.add((batch_dataset, lock))
         lock_params = self._lock_params(lock)
         steps = [(False, *self._prepare(take_lock_statement(batch_dataset), lock_params))]
         for name in sql_names:
