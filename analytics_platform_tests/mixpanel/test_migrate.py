@@ -215,3 +215,21 @@ def test_the_documented_command_runs_the_migration(tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert migrate.layout_problems(warehouse.table_layout(DATASET, TABLE)) == []
     assert len(_rows(warehouse)) == 4
+
+
+def test_the_cli_reports_then_migrates(tmp_path):
+    """`python -m analytics_platform.mixpanel.migrate [--dry-run]` with the local settings."""
+    data = tmp_path / "data"
+    warehouse = DuckDBWarehouse(path=str(data / "warehouse.duckdb"))
+    _seed_old_table(warehouse)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BIGQUERY_", "DAGSTER_PG"))}
+    env.update(PYTHONPATH=str(REPO), ANALYTICS_ENV="local", ANALYTICS_DATA_DIR=str(data))
+    command = [sys.executable, "-m", "analytics_platform.mixpanel.migrate"]
+    dry = subprocess.run([*command, "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "'status': 'dry run'" in dry.stdout and "'duplicates_removed': 3" in dry.stdout
+    assert "event_date" not in warehouse.table_layout(DATASET, TABLE).column_types()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "'status': 'migrated'" in done.stdout
+    assert migrate.layout_problems(warehouse.table_layout(DATASET, TABLE)) == []
