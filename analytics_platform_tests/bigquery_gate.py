@@ -410,9 +410,11 @@ def _batch_write_statements(tables: Mapping[tuple[str, str], Schema]) -> Iterato
     from analytics_platform.common import strip_sql_comments
 
     files = [strip_sql_comments(_file(n, **ids)).strip() for n in S.WRITE_EVENTS_STATEMENTS]
-    script = L.bigquery_write_script(MIXPANEL_DS, files)
+    guards = [None if n not in S.WRITE_EVENTS_GUARDS else list(S.WRITE_EVENTS_STATEMENTS).index(S.WRITE_EVENTS_GUARDS[n])
+              for n in S.WRITE_EVENTS_STATEMENTS]
+    script = L.bigquery_write_script(MIXPANEL_DS, files, guards)
     frame = [p for p in script.rstrip(";").split(";\n")
-             if p.strip() not in files and not p.startswith(("DECLARE ", "SET "))]
+             if p.strip() not in files and not p.startswith(("DECLARE ", "SET ", "IF ", "END IF"))]
     for i, part in enumerate(frame):
         if part.startswith("SELECT n0"):
             continue  # reads the script's variables

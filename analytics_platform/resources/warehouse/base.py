@@ -96,12 +96,14 @@ class Warehouse(ConfigurableResource):
         *,
         batch_dataset: str,
         lock: str,
+        run_if_positive: Optional[Mapping[str, str]] = None,
         **identifiers: str,
     ) -> list[int]:
         """Run the statements ``sql/<name>.sql`` (in order) over ``batch`` (readable as
         ``{batch_dataset}.{batch}``) in ONE transaction that first takes the write lock
         ``lock``; return each statement's result (DML: rows affected; a scalar SELECT: its
-        value).
+        value).  ``run_if_positive``: ``{statement: earlier statement}``: the statement runs
+        only when the earlier one's result is positive (else its result is 0).
 
         Writers of the same ``lock`` never interleave, even from different runs or
         processes: the transaction's first statement updates the lock's row of
@@ -147,6 +149,17 @@ class Warehouse(ConfigurableResource):
                     raise
                 sleep(retry_delay(attempt))
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _guards(sql_names: Sequence[str], run_if_positive: Optional[Mapping[str, str]]) -> list[Optional[int]]:
+        """For each statement, the index of the earlier statement that must be positive."""
+        guards: list[Optional[int]] = []
+        for i, name in enumerate(sql_names):
+            guard = (run_if_positive or {}).get(name)
+            if guard is not None and guard not in sql_names[:i]:
+                raise ValueError(f"run_if_positive: {guard!r} is not a statement before {name!r}")
+            guards.append(None if guard is None else list(sql_names).index(guard))
+        return guards
 
     @staticmethod
     def _lock_params(lock: str) -> dict[str, str]:

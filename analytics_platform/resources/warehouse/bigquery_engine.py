@@ -247,6 +247,7 @@ class BigQueryWarehouse(Warehouse):
         *,
         batch_dataset: str,
         lock: str,
+        run_if_positive: Optional[Mapping[str, str]] = None,
         **identifiers: str,
     ) -> list[int]:
         """One load job stages the batch (Parquet; JSON columns as STRING) in a table created
@@ -261,7 +262,7 @@ class BigQueryWarehouse(Warehouse):
             strip_sql_comments(render_sql(read_sql(n), batch_dataset=batch_dataset, batch=staging, **identifiers))
             for n in sql_names
         ]
-        script = bigquery_write_script(batch_dataset, statements)
+        script = bigquery_write_script(batch_dataset, statements, self._guards(sql_names, run_if_positive))
         script_params = {**(params or {}), **self._lock_params(lock)}
         self._create_staging_table(batch_dataset, staging, batch_schema)
         try:

@@ -218,6 +218,7 @@ class DuckDBWarehouse(Warehouse):
         *,
         batch_dataset: str,
         lock: str,
+        run_if_positive: Optional[Mapping[str, str]] = None,
         **identifiers: str,
     ) -> list[int]:
         """The statements read the Arrow batch registered on the connection (no copy), in
@@ -231,6 +232,7 @@ class DuckDBWarehouse(Warehouse):
             self.ensure_write_lock(batch_dataset, lock)
             self._locks_ready.add((batch_dataset, lock))
         lock_params = self._lock_params(lock)
+        guards = [None, *(None if g is None else g + 1 for g in self._guards(sql_names, run_if_positive))]
         steps = [(False, *self._prepare(take_lock_statement(batch_dataset), lock_params))]
         for name in sql_names:
             sql = strip_sql_comments(render_sql(read_sql(name), batch_dataset="main", batch=_BATCH, **identifiers))
@@ -245,7 +247,10 @@ class DuckDBWarehouse(Warehouse):
                         with _REGISTER_LOCK:
                             con.register(_BATCH, arrow)
                         results = []
-                        for query, duck_sql, values in steps:
+                        for (query, duck_sql, values), guard in zip(steps, guards):
+                            if guard is not None and results[guard] <= 0:
+                                results.append(0)
+                                continue
                             cur = con.execute(duck_sql, values)
                             if query:
                                 row = cur.fetchone()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from typing import Sequence
+from typing import Optional, Sequence
 
 from analytics_platform.common import validate_identifier
 from analytics_platform.resources.warehouse.schema import Column
@@ -91,19 +91,24 @@ def is_query(statement: str) -> bool:
     return statement.lstrip().upper().startswith(("SELECT", "WITH"))
 
 
-def bigquery_write_script(dataset: str, statements: Sequence[str]) -> str:
+def bigquery_write_script(dataset: str, statements: Sequence[str], guards: Sequence[Optional[int]] = ()) -> str:
     """One BigQuery script: make sure the lock's row exists, then ONE transaction that takes
     the lock and runs ``statements`` (DML: its ``@@row_count``; a scalar SELECT: its value);
-    the script's result is one row ``n0, n1, ...``."""
+    the script's result is one row ``n0, n1, ...``.  ``guards[i]``: the index of an earlier
+    statement whose result must be positive for statement ``i`` to run (else its result is 0)."""
     names = [f"n{i}" for i in range(len(statements))]
+    guards = list(guards) + [None] * (len(statements) - len(guards))
     parts = [f"DECLARE {n} INT64 DEFAULT 0" for n in names]
     parts += [ensure_lock_row_statement(dataset), "BEGIN TRANSACTION", take_lock_statement(dataset)]
-    for n, stmt in zip(names, statements):
+    for n, stmt, guard in zip(names, statements, guards):
         body = stmt.strip().rstrip(";")
         if is_query(body):
-            parts.append(f"SET {n} = ({body})")
+            steps = [f"SET {n} = ({body})"]
         else:
-            parts += [body, f"SET {n} = @@row_count"]
+            steps = [body, f"SET {n} = @@row_count"]
+        if guard is not None:
+            steps = [f"IF n{guard} > 0 THEN\n{steps[0]}", *steps[1:], "END IF"]
+        parts += steps
     parts += ["COMMIT TRANSACTION", "SELECT " + ", ".join(f"{n} AS {n}" for n in names)]
     return ";\n".join(parts) + ";"
 
