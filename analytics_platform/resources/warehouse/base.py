@@ -84,6 +84,10 @@ class Warehouse(ConfigurableResource):
         is where an engine that needs a table for it may stage it (BigQuery: a staging
         table there, expiring by itself, dropped afterwards; DuckDB: the Arrow table is
         read in place).  ``identifiers`` fill the file's other ``{placeholders}``.
+
+        Not serialized: two concurrent "insert when absent" statements may both insert the
+        same row (see :mod:`.write_lock`); writers that may run at the same time use
+        :meth:`write_batch`.
         """
         raise NotImplementedError
 
