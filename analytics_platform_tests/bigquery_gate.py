@@ -267,6 +267,12 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     "mixpanel/check_current_day": {"today": DAY},
     # mixpanel/store.py (ingestion)
     "mixpanel/insert_new_events": {"date_from": DAY, "date_to": DAY},
+    "mixpanel/insert_unparsable_events": {"date_from": DAY, "date_to": DAY},
+    "mixpanel/count_unparsable_events": {},
+    # mixpanel/migrate.py
+    "mixpanel/migrate_source_counts": {},
+    "mixpanel/migrate_copy_events": {},
+    "mixpanel/migrate_target_counts": {},
     "mixpanel/delete_uncollected_events": {"from_date": DAY, "to_date": DAY, "events": ["a", "b"]},
     "mixpanel/partition_counts": {"from_date": DAY, "to_date": DAY},
     # mixpanel/checks.py (completeness record)
@@ -356,11 +362,8 @@ def _sql_file_statements() -> Iterator[GateStatement]:
         yield stmt(f"mixpanel/{name}", f"mixpanel/{name}", _file(f"mixpanel/{name}", **anomalies))
     yield stmt("mixpanel/export_log_completeness", "mixpanel/export_log_completeness",
                _file("mixpanel/export_log_completeness", dataset=MIXPANEL_DS, export_log=M.EXPORT_LOG_TABLE))
-    staged = dict(tables)
-    staged[(MIXPANEL_DS, STAGED_BATCH)] = schema_of(M.EVENTS_SCHEMA)
-    yield stmt("mixpanel/insert_new_events", "mixpanel/insert_new_events",
-               _file("mixpanel/insert_new_events", **_MIXPANEL_IDS, batch_dataset=MIXPANEL_DS, batch=STAGED_BATCH),
-               staged)
+    yield from _batch_write_statements(tables)
+    yield from _migration_statements(tables)
 
     # cohorts: the events queries with and without their partition-pruning fragments
     from analytics_platform.cohorts.store import events_query_sql
@@ -392,6 +395,73 @@ def _sql_file_statements() -> Iterator[GateStatement]:
     for name in ("sessions_partition_stats", "persons_rebuild", "persons_stats"):
         yield stmt(f"posthog/{name}", f"posthog/{name}", _file(f"posthog/{name}", **agg))
     yield from _sessions_merge_statements()
+
+
+def _batch_write_statements(tables: Mapping[tuple[str, str], Schema]) -> Iterator[GateStatement]:
+    """The events batch write (``EventsLoader.load_events`` -> ``Warehouse.write_batch``):
+    each statement of the BigQuery script, against the staged batch as staged (properties
+    as STRING) and the write-locks table.  The script's procedural frame (``DECLARE``,
+    ``SET n = @@row_count``) is not a statement the analyzer resolves: the BigQuery
+    emulator tests run the whole script."""
+    from analytics_platform.mixpanel import store as S, tables as M
+    from analytics_platform.resources.warehouse import write_lock as L
+
+    staged = dict(tables)
+    staged[(MIXPANEL_DS, STAGED_BATCH)] = schema_of(S.EVENTS_BATCH_SCHEMA)
+    staged[(MIXPANEL_DS, L.WRITE_LOCKS_TABLE)] = schema_of(L.WRITE_LOCKS_SCHEMA)
+    ids = dict(_MIXPANEL_IDS, batch_dataset=MIXPANEL_DS, batch=STAGED_BATCH, rejected=M.REJECTED_TABLE)
+    for name in S.WRITE_EVENTS_STATEMENTS:
+        yield GateStatement(name, _file(name, **ids), bound_types(params_of(name)), staged)
+    lock = {"_lock_name": f"{MIXPANEL_DS}.{EVENTS}", "_lock_holder": "abc"}
+    from analytics_platform.common import strip_sql_comments
+
+    files = [strip_sql_comments(_file(n, **ids)).strip() for n in S.WRITE_EVENTS_STATEMENTS]
+    guards = [None if n not in S.WRITE_EVENTS_GUARDS else list(S.WRITE_EVENTS_STATEMENTS).index(S.WRITE_EVENTS_GUARDS[n])
+              for n in S.WRITE_EVENTS_STATEMENTS]
+    script = L.bigquery_write_script(MIXPANEL_DS, files, guards)
+    frame = [p for p in script.rstrip(";").split(";\n")
+             if p.strip() not in files and not p.startswith(("DECLARE ", "SET ", "IF ", "END IF"))]
+    for i, part in enumerate(frame):
+        if part.startswith("SELECT n0"):
+            continue  # reads the script's variables
+        yield GateStatement(f"write_batch script #{i + 1}", part, bound_types(lock), staged)
+
+
+# Shapes of an events table the migration (mixpanel/migrate.py) copies from.
+_OLD_EVENTS_SHAPES: dict[str, Schema] = {
+    # the old collector's (its README): no event_date, nor the platform's extra columns
+    "old collector": (("event_timestamp", "TIMESTAMP"), ("inserted_at", "TIMESTAMP"), ("event_name", "STRING"),
+                      ("properties", "JSON"), ("distinct_id", "STRING"), ("event_id", "STRING")),
+    # every column, properties as STRING and one extra column (kept by the migration)
+    "string properties + extra column": tuple(
+        (n, "STRING" if n == "properties" else t) for n, t in (
+            ("event_id", "STRING"), ("event_name", "STRING"), ("distinct_id", "STRING"),
+            ("event_timestamp", "TIMESTAMP"), ("inserted_at", "TIMESTAMP"), ("properties", "JSON"),
+            ("event_date", "DATE"), ("device_id", "STRING"), ("os", "STRING"),
+            ("mp_processing_time_ms", "INT64"), ("source", "STRING"))),
+}
+
+
+def _migration_statements(tables: Mapping[tuple[str, str], Schema]) -> Iterator[GateStatement]:
+    """``migrate_events_table``'s statements for each old shape: the source counts, the
+    de-duplicating copy into ``{table}__migrating`` (its CREATE: see the builder
+    statements), the copy's counts, the two renames."""
+    from analytics_platform.mixpanel import migrate as MG
+    from analytics_platform.resources.warehouse import TableLayout, rename_table_statement
+
+    target = f"{EVENTS}{MG.MIGRATING_SUFFIX}"
+    for label, shape in _OLD_EVENTS_SHAPES.items():
+        old = TableLayout(shape)
+        schema = MG.target_schema(old)
+        fragments = MG.copy_fragments(old, schema)
+        catalog = dict(tables)
+        catalog[(MIXPANEL_DS, EVENTS)] = shape
+        catalog[(MIXPANEL_DS, target)] = schema_of(schema)
+        ids = dict(dataset=MIXPANEL_DS, table=EVENTS, target=target)
+        for name in ("mixpanel/migrate_source_counts", "mixpanel/migrate_copy_events", "mixpanel/migrate_target_counts"):
+            yield GateStatement(f"{name}[{label}]", _file(name, fragments, **ids), bound_types(params_of(name)), catalog)
+    yield GateStatement("migrate rename", rename_table_statement(MIXPANEL_DS, EVENTS, f"{EVENTS}__before_migration_x"),
+                        {}, tables)
 
 
 # Shapes of PostHog's sessions export the sessions MERGE is built for.
@@ -489,6 +559,8 @@ def _table_uses() -> list[TableUse]:
     from analytics_platform.mixpanel import tables as M
     from analytics_platform.posthog import rules as sessions_sql, tables as P
 
+    from analytics_platform.resources.warehouse import write_lock as WL
+
     ts_range = {"match_from": NOW, "match_to": NOW}
     from analytics_platform.mixpanel.store import MATCH_WINDOW_STARTS
     export_all = _export_schema(("+all", "+entry_utm_id"))
@@ -497,6 +569,11 @@ def _table_uses() -> list[TableUse]:
         TableUse("mixpanel.events", MIXPANEL_DS, EVENTS, M.EVENTS_SCHEMA, "event_date", ("event_name", "event_id")),
         TableUse("mixpanel.staged_batch", MIXPANEL_DS, STAGED_BATCH, M.EVENTS_SCHEMA,
                  loads=({"mode": "append"},)),
+        # mixpanel/migrate.py: the table an old events table is copied into
+        TableUse("mixpanel.events", MIXPANEL_DS, f"{EVENTS}__migrating", M.EVENTS_SCHEMA, "event_date",
+                 ("event_name", "event_id")),
+        # resources/warehouse/write_lock.py: the table of Warehouse.write_batch's locks
+        TableUse("warehouse.write_locks", MIXPANEL_DS, WL.WRITE_LOCKS_TABLE, WL.WRITE_LOCKS_SCHEMA),
         TableUse("mixpanel.rejected", MIXPANEL_DS, M.REJECTED_TABLE, M.REJECTED_SCHEMA, "partition_date",
                  loads=({"mode": "insert_missing", "key_columns": ("partition_date", "line_hash"),
                          "match_filter": "T.partition_date BETWEEN @match_from AND @match_to",

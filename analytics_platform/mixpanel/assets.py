@@ -14,6 +14,7 @@ from pydantic import Field
 from analytics_platform.common import daily_partitions, parse_as_of, partition_keys_of
 from analytics_platform.mixpanel import store
 from analytics_platform.mixpanel.events_config import EventsConfigError
+from analytics_platform.mixpanel.migrate import EventsTableLayoutError
 from analytics_platform.resources.mixpanel import MixpanelError, MixpanelService
 from analytics_platform.resources.slack import SlackService
 from analytics_platform.mixpanel.tables import ANOMALIES_SCHEMA, EVENTS_SCHEMA
@@ -40,10 +41,12 @@ def _fail(message: str) -> dg.Failure:
 @contextlib.contextmanager
 def _as_failure() -> Iterator[None]:
     """An invalid events configuration or a Mixpanel export error fails the run with its
-    message (already redacted; it names the variable to fix) and no traceback."""
+    message (already redacted; it names the variable to fix) and no traceback; so does an
+    events table of another layout (the message names the differences and the migration
+    command)."""
     try:
         yield
-    except (EventsConfigError, MixpanelError) as exc:
+    except (EventsConfigError, MixpanelError, EventsTableLayoutError) as exc:
         raise _fail(str(exc)) from None
 
 

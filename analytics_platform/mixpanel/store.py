@@ -52,6 +52,7 @@ from analytics_platform.common import (
 from analytics_platform.mixpanel import rules as R
 from analytics_platform.mixpanel.events_config import EventsConfig, events_config_from_settings
 from analytics_platform.mixpanel.export_parse import BATCH_ROWS, ExportParser
+from analytics_platform.resources.warehouse import Column
 from analytics_platform.mixpanel.tables import (
     ANOMALIES_SCHEMA,
     ANOMALIES_TABLE,
@@ -124,6 +125,22 @@ class IngestResult:
         }
 
 
+# Reason of a row whose properties the warehouse cannot parse (insert_unparsable_events.sql).
+WAREHOUSE_REJECT_REASON = "warehouse_invalid_json"
+# The statements of one batch write, in one transaction (Warehouse.write_batch): insert
+# the new events, count the ones the warehouse cannot parse and, only if there are any,
+# quarantine them (the JSON is parsed twice per batch, not three times).
+WRITE_EVENTS_STATEMENTS = (
+    "mixpanel/insert_new_events",
+    "mixpanel/count_unparsable_events",
+    "mixpanel/insert_unparsable_events",
+)
+WRITE_EVENTS_GUARDS = {"mixpanel/insert_unparsable_events": "mixpanel/count_unparsable_events"}
+# The batch as staged: the table's columns, properties as the text received (parsed by
+# the statements with SAFE.PARSE_JSON).
+EVENTS_BATCH_SCHEMA = tuple(Column(c.name, "STRING") if c.type == "JSON" else c for c in EVENTS_SCHEMA)
+
+
 class EventsLoader:
     """Loads parsed batches into the events and rejected tables."""
 
@@ -132,25 +149,40 @@ class EventsLoader:
         self.dataset = dataset
         self.table = table
         self.inserted_at = inserted_at
+        self.write_lock = f"{dataset}.{table}"  # writers of this table never interleave
+        self.rejected_in_warehouse = 0  # rows of loaded batches the warehouse could not parse
+        self.rejected_in_warehouse_new = 0  # ... of which quarantined for the first time
         ensure_events_table(warehouse, dataset, table)
         ensure_rejected_table(warehouse, dataset)
+        warehouse.ensure_write_lock(dataset, self.write_lock)
 
     def load_events(self, events: pa.Table) -> int:
         """Insert the batch's rows whose event_id is absent (within the batch's event
-        dates, `sql/mixpanel/insert_new_events.sql`); return the rows inserted."""
+        dates, `sql/mixpanel/insert_new_events.sql`); return the rows inserted.
+
+        One transaction under the events table's write lock (two writers of the same day
+        never both insert an event_id, whatever launched them); rows whose properties the
+        warehouse cannot parse go to the rejected table (`insert_unparsable_events.sql`)
+        and are counted in ``rejected_in_warehouse``."""
         if events.num_rows == 0:
             return 0
         bounds = pc.min_max(events.column("event_date"))
         params = {"date_from": bounds["min"].as_py(), "date_to": bounds["max"].as_py()}
-        return self.warehouse.insert_from_batch(
-            "mixpanel/insert_new_events",
+        inserted, unparsable, quarantined = self.warehouse.write_batch(
+            WRITE_EVENTS_STATEMENTS,
             self._rows(events),
-            EVENTS_SCHEMA,
+            EVENTS_BATCH_SCHEMA,
             params,
             batch_dataset=self.dataset,
+            lock=self.write_lock,
+            run_if_positive=WRITE_EVENTS_GUARDS,
             dataset=self.dataset,
             table=self.table,
+            rejected=REJECTED_TABLE,
         )
+        self.rejected_in_warehouse += unparsable
+        self.rejected_in_warehouse_new += quarantined
+        return inserted
 
     def _rows(self, events: pa.Table) -> pa.Table:
         """The batch with the table's columns, types and order."""
@@ -272,6 +304,8 @@ def ingest_ranges(
             carry: Optional[dt.date] = None
             inserted_here = outside_here = 0
             rejected_by_day: dict[dt.date, int] = {}
+            unparsable_before = loader.rejected_in_warehouse
+            quarantined_before = loader.rejected_in_warehouse_new
             with ExportParser(batch_rows=batch_rows) as parser:
                 for batch in parser.parse(path):
                     ev = batch.events
@@ -311,7 +345,15 @@ def ingest_ranges(
             result.duplicates_collapsed += duplicates
             result.rows_inserted += inserted_here
             result.rows_outside_requested_days += outside_here
-            result.rows_already_loaded += st.valid - duplicates - inserted_here - outside_here
+            # rows the warehouse could not parse (BigQuery's SAFE.PARSE_JSON): rejected too
+            unparsable_here = loader.rejected_in_warehouse - unparsable_before
+            if unparsable_here:
+                result.rows_rejected += unparsable_here
+                result.rejected_by_reason[WAREHOUSE_REJECT_REASON] = (
+                    result.rejected_by_reason.get(WAREHOUSE_REJECT_REASON, 0) + unparsable_here
+                )
+                result.rejected_rows_new += loader.rejected_in_warehouse_new - quarantined_before
+            result.rows_already_loaded += st.valid - duplicates - inserted_here - outside_here - unparsable_here
             path.unlink(missing_ok=True)
             after = _partition_counts(warehouse, dataset, table, first_day, last_day)
             slice_days = [first_day + dt.timedelta(days=i) for i in range((last_day - first_day).days + 1)]

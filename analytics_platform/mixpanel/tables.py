@@ -68,7 +68,12 @@ EXPORT_LOG_SCHEMA = (
 
 def ensure_events_table(warehouse: Warehouse, dataset: str, table: str) -> None:
     """Create the events table if missing, partitioned by ``event_date`` and clustered by
-    ``event_name, event_id`` (the scans every job does)."""
+    ``event_name, event_id`` (the scans every job does).  An existing table of another
+    layout (the old collector's) fails here, before anything is written
+    (``migrate.check_events_table``: the differences and the migration command)."""
+    from analytics_platform.mixpanel.migrate import check_events_table
+
+    check_events_table(warehouse, dataset, table)
     warehouse.ensure_table(
         dataset, table, EVENTS_SCHEMA, partition_by="event_date", cluster_by=("event_name", "event_id")
     )

@@ -13,7 +13,8 @@ types them (see :mod:`.schema`).
   schema.py           Column, Param, LoadResult, WarehouseError, BQ_TYPES, parameter typing
   base.py             the Warehouse interface (ConfigurableResource) and the shared methods
   load_plans.py       load plans and the INSERT / MERGE statement moving staged rows
-  ddl.py              CREATE TABLE (PARTITION BY, CLUSTER BY) and ALTER TABLE statements
+  ddl.py              CREATE TABLE (PARTITION BY, CLUSTER BY), ALTER TABLE, TableLayout
+  write_lock.py       Warehouse.write_batch: the lock row, the transaction script, retries
   arrow_types.py      rows in (pandas/Arrow -> a schema's Arrow types) and results out
   transpile.py        BigQuery SQL -> DuckDB SQL
   duckdb_engine.py    DuckDBWarehouse
@@ -29,7 +30,10 @@ from analytics_platform.resources.warehouse.bigquery_engine import (
     parse_json_copy_statement,
 )
 from analytics_platform.resources.warehouse.ddl import (
+    TableLayout,
     add_column_statement,
+    expected_partitioning,
+    rename_table_statement,
     create_table_statement,
     validate_table_layout,
 )
@@ -67,12 +71,15 @@ __all__ = [
     "LoadPlan",
     "LoadResult",
     "Param",
+    "TableLayout",
     "Warehouse",
     "WarehouseError",
     "add_column_statement",
     "arrow_to_pandas",
     "create_table_statement",
     "delete_partitions_statement",
+    "expected_partitioning",
+    "rename_table_statement",
     "insert_staged_statement",
     "load_statement",
     "normalise_arrow",

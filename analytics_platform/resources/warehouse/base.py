@@ -3,7 +3,9 @@ SQL files, table creation, loads (validated into a :class:`LoadPlan` first)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+import time
+import uuid
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -11,7 +13,7 @@ from dagster import ConfigurableResource
 
 from analytics_platform.common import read_sql, render_sql
 from analytics_platform.resources.warehouse.arrow_types import arrow_to_pandas, to_arrow
-from analytics_platform.resources.warehouse.ddl import validate_table_layout
+from analytics_platform.resources.warehouse.ddl import TableLayout, rename_table_statement, validate_table_layout
 from analytics_platform.resources.warehouse.load_plans import (
     LoadMode,
     LoadPlan,
@@ -19,7 +21,17 @@ from analytics_platform.resources.warehouse.load_plans import (
     plan_load,
     prepare_batch,
 )
-from analytics_platform.resources.warehouse.schema import Column, LoadResult
+from analytics_platform.resources.warehouse.schema import Column, LoadResult, WarehouseError
+from analytics_platform.resources.warehouse.write_lock import (
+    RETRY_DELAYS,
+    WRITE_LOCKS_SCHEMA,
+    WRITE_LOCKS_TABLE,
+    ensure_lock_row_statement,
+    is_write_conflict,
+    retry_delay,
+)
+
+T = TypeVar("T")
 
 
 class Warehouse(ConfigurableResource):
@@ -41,6 +53,20 @@ class Warehouse(ConfigurableResource):
         """Column names of ``dataset.table`` in order; [] when it does not exist."""
         raise NotImplementedError
 
+    def table_layout(self, dataset: str, table: str) -> Optional[TableLayout]:
+        """Columns (with types), partitioning and clustering of ``dataset.table`` (BigQuery:
+        the table's metadata); ``None`` when it does not exist."""
+        raise NotImplementedError
+
+    def drop_table(self, dataset: str, table: str) -> None:
+        """Drop ``dataset.table`` if it exists."""
+        raise NotImplementedError
+
+    def rename_table(self, dataset: str, table: str, new_name: str) -> None:
+        """Rename ``dataset.table`` to ``dataset.new_name`` (data, partitioning and
+        clustering kept)."""
+        self.execute(rename_table_statement(dataset, table, new_name))
+
     def insert_from_batch(
         self,
         sql_name: str,
@@ -58,6 +84,39 @@ class Warehouse(ConfigurableResource):
         is where an engine that needs a table for it may stage it (BigQuery: a staging
         table there, expiring by itself, dropped afterwards; DuckDB: the Arrow table is
         read in place).  ``identifiers`` fill the file's other ``{placeholders}``.
+
+        Not serialized: two concurrent "insert when absent" statements may both insert the
+        same row (see :mod:`.write_lock`); writers that may run at the same time use
+        :meth:`write_batch`.
+        """
+        raise NotImplementedError
+
+    def write_batch(
+        self,
+        sql_names: Sequence[str],
+        batch: pa.Table,
+        batch_schema: Sequence[Column],
+        params: Optional[Mapping[str, Any]] = None,
+        *,
+        batch_dataset: str,
+        lock: str,
+        run_if_positive: Optional[Mapping[str, str]] = None,
+        **identifiers: str,
+    ) -> list[int]:
+        """Run the statements ``sql/<name>.sql`` (in order) over ``batch`` (readable as
+        ``{batch_dataset}.{batch}``) in ONE transaction that first takes the write lock
+        ``lock``; return each statement's result (DML: rows affected; a scalar SELECT: its
+        value).  ``run_if_positive``: ``{statement: earlier statement}``: the statement runs
+        only when the earlier one's result is positive (else its result is 0).
+
+        Writers of the same ``lock`` never interleave, even from different runs or
+        processes: the transaction's first statement updates the lock's row of
+        ``{batch_dataset}.warehouse_write_locks``, so a concurrent writer is cancelled and
+        retried from a fresh snapshot (see :mod:`.write_lock`).  JSON columns of
+        ``batch_schema`` arrive as their text (STRING): parse them in the statement
+        (``SAFE.PARSE_JSON``).  BigQuery stages the batch in a table of ``batch_dataset``
+        created with an expiry (it disappears by itself if the process dies) and dropped
+        afterwards.
         """
         raise NotImplementedError
 
@@ -77,6 +136,41 @@ class Warehouse(ConfigurableResource):
         raise NotImplementedError
 
     # --- shared ------------------------------------------------------------------------
+    def ensure_write_lock(self, dataset: str, lock: str) -> None:
+        """Create ``{dataset}.warehouse_write_locks`` and the row of ``lock`` if absent
+        (:meth:`write_batch` does it too; call this once before starting writers)."""
+        self.ensure_table(dataset, WRITE_LOCKS_TABLE, WRITE_LOCKS_SCHEMA)
+        self.execute(ensure_lock_row_statement(dataset), {"_lock_name": lock})
+
+    @staticmethod
+    def _retry_on_conflict(attempt_write: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+        """Run ``attempt_write`` again while a concurrent writer cancels it (a lock conflict)."""
+        for attempt in range(len(RETRY_DELAYS) + 1):
+            try:
+                return attempt_write()
+            except WarehouseError as exc:
+                if not is_write_conflict(exc) or attempt == len(RETRY_DELAYS):
+                    raise
+                sleep(retry_delay(attempt))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _guards(sql_names: Sequence[str], run_if_positive: Optional[Mapping[str, str]]) -> list[Optional[int]]:
+        """For each statement, the index of the earlier statement that must be positive."""
+        guards: list[Optional[int]] = []
+        for i, name in enumerate(sql_names):
+            guard = (run_if_positive or {}).get(name)
+            if guard is not None and guard not in sql_names[:i]:
+                raise ValueError(f"run_if_positive: {guard!r} is not a statement before {name!r}")
+            guards.append(None if guard is None else list(sql_names).index(guard))
+        return guards
+
+    @staticmethod
+    def _lock_params(lock: str) -> dict[str, str]:
+        """``@_lock_name`` / ``@_lock_holder`` of a batch write (holder: for people looking
+        at the lock table; never a secret)."""
+        return {"_lock_name": lock, "_lock_holder": f"{uuid.uuid4().hex[:12]}"}
+
     def query(self, sql: str, params: Optional[Mapping[str, Any]] = None) -> pd.DataFrame:
         """Run a SELECT; rows as a DataFrame with BigQuery's pandas types."""
         return arrow_to_pandas(self.query_arrow(sql, params))

@@ -11,12 +11,17 @@ from typing import Any, Mapping, Optional, Sequence
 import pyarrow as pa
 from pydantic import PrivateAttr
 
-from analytics_platform.common import UTC, read_sql, render_sql, validate_identifier
+from analytics_platform.common import UTC, read_sql, render_sql, strip_sql_comments, validate_identifier
 from analytics_platform.resources.warehouse.arrow_types import normalise_arrow, to_arrow
 from analytics_platform.resources.warehouse.base import Warehouse
-from analytics_platform.resources.warehouse.ddl import add_column_statement, create_table_statement
+from analytics_platform.resources.warehouse.ddl import TableLayout, add_column_statement, create_table_statement
 from analytics_platform.resources.warehouse.load_plans import LoadPlan, load_statement, plan_load, staging_name
 from analytics_platform.resources.warehouse.schema import Column, WarehouseError, resolve_param
+from analytics_platform.resources.warehouse.write_lock import (
+    WRITE_LOCKS_SCHEMA,
+    WRITE_LOCKS_TABLE,
+    bigquery_write_script,
+)
 
 # Types of the load-job schema (legacy names); JSON travels as STRING and is parsed by
 # the statement that moves the staged rows (see parse_json_copy_statement).
@@ -67,6 +72,7 @@ class BigQueryWarehouse(Warehouse):
     _client: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
     _datasets: Any = PrivateAttr(default_factory=set)
+    _lock_tables: Any = PrivateAttr(default_factory=set)
 
     @property
     def engine(self) -> str:
@@ -143,6 +149,26 @@ class BigQueryWarehouse(Warehouse):
             return []
         return [f.name for f in t.schema]
 
+    def table_layout(self, dataset: str, table: str) -> Optional[TableLayout]:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            t = self.client.get_table(f"{self.project}.{validate_identifier(dataset)}.{validate_identifier(table)}")
+        except NotFound:
+            return None
+        standard = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "RECORD": "STRUCT"}
+        columns = tuple((f.name, standard.get(f.field_type, f.field_type)) for f in t.schema)
+        partitioning = None
+        if t.time_partitioning is not None:
+            field = t.time_partitioning.field or "_PARTITIONTIME"
+            partitioning = f"{field} {t.time_partitioning.type_ or 'DAY'}"
+        elif t.range_partitioning is not None:
+            partitioning = f"RANGE {t.range_partitioning.field}"
+        return TableLayout(columns, partitioning, tuple(t.clustering_fields or ()))
+
+    def drop_table(self, dataset: str, table: str) -> None:
+        self._drop(dataset, table)
+
     def _create_table(self, dataset, table, schema, partition_by, cluster_by) -> None:
         self.execute(create_table_statement(dataset, table, schema, partition_by, cluster_by))
 
@@ -154,17 +180,28 @@ class BigQueryWarehouse(Warehouse):
             f"{self.project}.{validate_identifier(dataset)}.{validate_identifier(table)}", not_found_ok=True
         )
 
-    def _stage(self, data: pa.Table, dataset: str, name: str, schema: Sequence[Column]) -> None:
-        """Load ``data`` (Parquet, exact types; JSON as STRING) into a new staging table
-        that expires after ``STAGING_EXPIRY`` (if we die before the drop)."""
+    def _create_staging_table(self, dataset: str, name: str, schema: Sequence[Column], types=None) -> None:
+        """Create ``dataset.name`` with its expiry in the SAME request (``expirationTime`` of
+        tables.insert): there is no moment at which the table exists without one, so a
+        process that dies at any point leaves nothing behind for longer than
+        ``STAGING_EXPIRY``."""
+        from google.cloud import bigquery
+
+        types = types or _BQ_LOAD_TYPES
+        staging = bigquery.Table(
+            f"{self.project}.{dataset}.{name}",
+            schema=[bigquery.SchemaField(c.name, types[c.type]) for c in schema],
+        )
+        staging.expires = dt.datetime.now(UTC) + STAGING_EXPIRY
+        self.client.create_table(staging)
+
+    def _load_parquet(self, data: pa.Table, dataset: str, name: str, schema: Sequence[Column]) -> None:
+        """Append ``data`` (Parquet, exact types; JSON as STRING) to the staging table."""
         import pyarrow.parquet as pq
         from google.cloud import bigquery
 
         bq_schema = [bigquery.SchemaField(c.name, _BQ_LOAD_TYPES[c.type]) for c in schema]
         ref = f"{self.project}.{dataset}.{name}"
-        staging = bigquery.Table(ref, schema=bq_schema)
-        staging.expires = dt.datetime.now(UTC) + STAGING_EXPIRY
-        self.client.create_table(staging)
         buffer = io.BytesIO()
         pq.write_table(data, buffer)
         buffer.seek(0)
@@ -174,12 +211,18 @@ class BigQueryWarehouse(Warehouse):
             write_disposition="WRITE_APPEND",
             labels=dict(self.job_labels),
         )
+        job = self.client.load_table_from_file(buffer, ref, job_config=cfg, location=self.location)
+        job.result()
+
+    def _stage(self, data: pa.Table, dataset: str, name: str, schema: Sequence[Column]) -> None:
+        """Load ``data`` (Parquet, exact types; JSON as STRING) into a new staging table
+        that expires after ``STAGING_EXPIRY`` (if we die before the drop)."""
+        self._create_staging_table(dataset, name, schema)
         try:
-            job = self.client.load_table_from_file(buffer, ref, job_config=cfg, location=self.location)
-            job.result()
+            self._load_parquet(data, dataset, name, schema)
         except Exception as exc:
             self._drop(dataset, name)
-            raise WarehouseError(f"BigQuery load into staging table {ref} failed: {exc}") from exc
+            raise WarehouseError(f"BigQuery load into staging table {dataset}.{name} failed: {exc}") from exc
 
     def _load_staged(self, arrow: pa.Table, plan: LoadPlan) -> int:
         staging = staging_name(plan.table)
@@ -195,6 +238,52 @@ class BigQueryWarehouse(Warehouse):
         finally:
             self._drop(plan.dataset, staging)
 
+    def write_batch(
+        self,
+        sql_names: Sequence[str],
+        batch: pa.Table,
+        batch_schema: Sequence[Column],
+        params: Optional[Mapping[str, Any]] = None,
+        *,
+        batch_dataset: str,
+        lock: str,
+        run_if_positive: Optional[Mapping[str, str]] = None,
+        **identifiers: str,
+    ) -> list[int]:
+        """One load job stages the batch (Parquet; JSON columns as STRING) in a table created
+        with its expiry; ONE script job runs the transaction (:func:`bigquery_write_script`),
+        retried while a concurrent writer of the lock cancels it; the table is dropped."""
+        self.ensure_dataset(batch_dataset)
+        if batch_dataset not in self._lock_tables:  # the script makes sure of the lock's row
+            self.ensure_table(batch_dataset, WRITE_LOCKS_TABLE, WRITE_LOCKS_SCHEMA)
+            self._lock_tables.add(batch_dataset)
+        staging = staging_name("batch")
+        statements = [
+            strip_sql_comments(render_sql(read_sql(n), batch_dataset=batch_dataset, batch=staging, **identifiers))
+            for n in sql_names
+        ]
+        script = bigquery_write_script(batch_dataset, statements, self._guards(sql_names, run_if_positive))
+        script_params = {**(params or {}), **self._lock_params(lock)}
+        self._create_staging_table(batch_dataset, staging, batch_schema)
+        try:
+            arrow = to_arrow(batch, batch_schema)
+            if arrow.num_rows:
+                try:
+                    self._load_parquet(arrow, batch_dataset, staging, batch_schema)
+                except Exception as exc:
+                    raise WarehouseError(f"BigQuery load into staging table {batch_dataset}.{staging} failed: {exc}") from exc
+
+            def attempt() -> list[int]:
+                try:
+                    row = self.query_arrow(script, script_params)
+                except WarehouseError as exc:
+                    raise WarehouseError(f"batch write {list(sql_names)}: {exc}") from exc
+                return [int(row.column(f"n{i}")[0].as_py() or 0) for i in range(len(statements))]
+
+            return self._retry_on_conflict(attempt)
+        finally:
+            self._drop(batch_dataset, staging)
+
     def insert_from_batch(
         self,
         sql_name: str,
@@ -208,17 +297,10 @@ class BigQueryWarehouse(Warehouse):
         """The batch is loaded into a table of ``batch_dataset`` with ``batch_schema``'s
         types (it expires after ``STAGING_EXPIRY`` should the drop never run), the
         statement run, the table dropped."""
-        from google.cloud import bigquery
-
         self.ensure_dataset(batch_dataset)
         staging = staging_name("batch")
         sql = render_sql(read_sql(sql_name), batch_dataset=batch_dataset, batch=staging, **identifiers)
-        table = bigquery.Table(
-            f"{self.project}.{batch_dataset}.{staging}",
-            schema=[bigquery.SchemaField(c.name, _TABLE_TYPES[c.type]) for c in batch_schema],
-        )
-        table.expires = dt.datetime.now(UTC) + STAGING_EXPIRY
-        self.client.create_table(table)
+        self._create_staging_table(batch_dataset, staging, batch_schema, _TABLE_TYPES)
         try:
             arrow = to_arrow(batch, batch_schema)
             if arrow.num_rows:  # append: Parquet staged (JSON as STRING), INSERT ... PARSE_JSON

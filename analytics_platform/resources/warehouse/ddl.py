@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from analytics_platform.common import validate_identifier
@@ -58,4 +59,49 @@ def add_column_statement(dataset: str, table: str, column: Column) -> str:
     return (
         f"ALTER TABLE `{validate_identifier(dataset)}.{validate_identifier(table)}` "
         f"ADD COLUMN `{column.name}` {column.type}"
+    )
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """What ``Warehouse.table_layout`` reports of an existing table.
+
+    ``columns``: ``(name, BigQuery standard type)`` in order.  ``partitioning``: BigQuery's
+    time partitioning as ``"<column> <DAY|HOUR|MONTH|YEAR>"`` (``"_PARTITIONTIME DAY"`` for
+    ingestion-time partitioning, ``"RANGE <column>"`` for integer-range), ``None`` when the
+    table is not partitioned; ``clustering``: the clustering columns.  An engine without
+    physical layout (DuckDB) reports ``physical=False`` and neither.
+    """
+
+    columns: tuple[tuple[str, str], ...]
+    partitioning: Optional[str] = None
+    clustering: tuple[str, ...] = ()
+    physical: bool = True
+
+    def column_types(self) -> dict[str, str]:
+        return dict(self.columns)
+
+
+def expected_partitioning(partition_by: Optional[str]) -> Optional[str]:
+    """The :attr:`TableLayout.partitioning` BigQuery reports for a ``partition_by`` given
+    to ``ensure_table`` (``event_date`` -> ``"event_date DAY"``, ``DATE(ts)`` ->
+    ``"ts DAY"``, ``TIMESTAMP_TRUNC(ts, HOUR)`` -> ``"ts HOUR"``)."""
+    if partition_by is None:
+        return None
+    m = _PARTITION_EXPR.match(partition_by.strip())
+    if not m:
+        raise ValueError(f"Invalid partition_by {partition_by!r}")
+    if m.group("col"):
+        return f"{m.group('col')} DAY"
+    if m.group("dcol"):
+        return f"{m.group('dcol')} DAY"
+    unit = re.search(r",\s*(HOUR|DAY|MONTH|YEAR)\s*\)$", partition_by.strip(), re.IGNORECASE).group(1).upper()
+    return f"{m.group('tcol')} {unit}"
+
+
+def rename_table_statement(dataset: str, table: str, new_name: str) -> str:
+    """``ALTER TABLE ... RENAME TO`` (same dataset)."""
+    return (
+        f"ALTER TABLE `{validate_identifier(dataset)}.{validate_identifier(table)}` "
+        f"RENAME TO `{validate_identifier(new_name)}`"
     )

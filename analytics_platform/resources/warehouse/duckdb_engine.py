@@ -3,16 +3,19 @@ the BigQuery-dialect SQL is transpiled by sqlglot (:mod:`.transpile`)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import pyarrow as pa
+from pydantic import PrivateAttr
 
-from analytics_platform.common import read_sql, render_sql, validate_identifier
+from analytics_platform.common import read_sql, render_sql, strip_sql_comments, validate_identifier
 from analytics_platform.resources.warehouse.arrow_types import normalise_arrow, to_arrow
 from analytics_platform.resources.warehouse.base import Warehouse
+from analytics_platform.resources.warehouse.ddl import TableLayout
 from analytics_platform.resources.warehouse.load_plans import (
     LoadPlan,
     delete_partitions_statement,
@@ -22,6 +25,7 @@ from analytics_platform.resources.warehouse.load_plans import (
 )
 from analytics_platform.resources.warehouse.schema import Column, WarehouseError, resolve_param
 from analytics_platform.resources.warehouse.transpile import transpile_to_duckdb, used_parameters
+from analytics_platform.resources.warehouse.write_lock import is_query, take_lock_statement
 
 DUCKDB_TYPES = {
     "STRING": "VARCHAR",
@@ -40,6 +44,11 @@ DUCKDB_TYPES = {
 _TEXT_COMPRESSION = "zstd"
 # The name an Arrow batch is registered under on the connection (insert_from_batch).
 _BATCH = "_warehouse_batch"
+# DuckDB (2.0) fails now and then to register an Arrow table on a connection opened while
+# another thread opened the same database ("Table Function with name python_arrow_scan
+# does not exist"): opening and registering take turns in this process (the statements
+# themselves still run concurrently).
+_REGISTER_LOCK = threading.Lock()
 # Threads of a batch insert (see insert_from_batch).
 _BATCH_INSERT_THREADS = 1
 
@@ -49,6 +58,9 @@ class DuckDBWarehouse(Warehouse):
 
     path: str
     lock_timeout_seconds: float = 120.0
+
+    # (dataset, lock) whose row write_batch made sure of (the row is never deleted)
+    _locks_ready: Any = PrivateAttr(default_factory=set)
 
     @property
     def engine(self) -> str:
@@ -65,7 +77,8 @@ class DuckDBWarehouse(Warehouse):
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(self.path)
+                with _REGISTER_LOCK:  # see _REGISTER_LOCK
+                    con = duckdb.connect(self.path)
                 break
             except duckdb.IOException as exc:  # another process holds the write lock
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
@@ -123,6 +136,27 @@ class DuckDBWarehouse(Warehouse):
             ).fetchall()
         return [r[0] for r in rows]
 
+    def table_layout(self, dataset: str, table: str) -> Optional[TableLayout]:
+        """Columns with their BigQuery types (DuckDB has no partitioning or clustering)."""
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                [dataset, table],
+            ).fetchall()
+        if not rows:
+            return None
+        back = {v.split("(")[0]: k for k, v in DUCKDB_TYPES.items()}
+        back.update({"TIMESTAMP WITH TIME ZONE": "TIMESTAMP", "DECIMAL": "NUMERIC", "INTEGER": "INT64"})
+        return TableLayout(
+            tuple((name, back.get(str(typ).split("(")[0].upper(), str(typ).upper())) for name, typ in rows),
+            physical=False,
+        )
+
+    def drop_table(self, dataset: str, table: str) -> None:
+        with self.connect() as con:
+            con.execute(f'DROP TABLE IF EXISTS "{validate_identifier(dataset)}"."{validate_identifier(table)}"')
+
     def _create_table(self, dataset, table, schema, partition_by, cluster_by) -> None:
         """DuckDB has no partitioning or clustering; text columns are stored with zstd
         (a physical hint only: same columns and types as on BigQuery)."""
@@ -157,7 +191,8 @@ class DuckDBWarehouse(Warehouse):
             # append of the same batch (and a larger file).  The setting belongs to the
             # database instance, so it is reset for whoever uses it next.
             con.execute(f"SET threads={_BATCH_INSERT_THREADS}")
-            con.register(_BATCH, arrow)
+            with _REGISTER_LOCK:
+                con.register(_BATCH, arrow)
             try:
                 con.execute("BEGIN TRANSACTION")
                 try:
@@ -169,9 +204,70 @@ class DuckDBWarehouse(Warehouse):
                         f"DuckDB statement {sql_name} failed: {exc}\n--- SQL ---\n{duck_sql}"
                     ) from exc
             finally:
-                con.unregister(_BATCH)
+                with _REGISTER_LOCK:
+                    con.unregister(_BATCH)
                 con.execute("RESET threads")
         return affected
+
+    def write_batch(
+        self,
+        sql_names: Sequence[str],
+        batch: pa.Table,
+        batch_schema: Sequence[Column],
+        params: Optional[Mapping[str, Any]] = None,
+        *,
+        batch_dataset: str,
+        lock: str,
+        run_if_positive: Optional[Mapping[str, str]] = None,
+        **identifiers: str,
+    ) -> list[int]:
+        """The statements read the Arrow batch registered on the connection (no copy), in
+        one transaction whose first statement updates the lock's row: a concurrent writer
+        of the same lock in this process fails with DuckDB's "Conflict on update" and is
+        retried; another process waits for the file (``connect``)."""
+        validate_identifier(batch_dataset)
+        schema = [Column(c.name, "STRING" if c.type == "JSON" else c.type, c.required) for c in batch_schema]
+        arrow = to_arrow(batch, schema)
+        if (batch_dataset, lock) not in self._locks_ready:
+            self.ensure_write_lock(batch_dataset, lock)
+            self._locks_ready.add((batch_dataset, lock))
+        lock_params = self._lock_params(lock)
+        guards = [None, *(None if g is None else g + 1 for g in self._guards(sql_names, run_if_positive))]
+        steps = [(False, *self._prepare(take_lock_statement(batch_dataset), lock_params))]
+        for name in sql_names:
+            sql = strip_sql_comments(render_sql(read_sql(name), batch_dataset="main", batch=_BATCH, **identifiers))
+            steps.append((is_query(sql), *self._prepare(sql, params)))
+
+        def attempt() -> list[int]:
+            with self.connect() as con:
+                con.execute(f"SET threads={_BATCH_INSERT_THREADS}")  # see insert_from_batch
+                try:
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        with _REGISTER_LOCK:
+                            con.register(_BATCH, arrow)
+                        results = []
+                        for (query, duck_sql, values), guard in zip(steps, guards):
+                            if guard is not None and results[guard] <= 0:
+                                results.append(0)
+                                continue
+                            cur = con.execute(duck_sql, values)
+                            if query:
+                                row = cur.fetchone()
+                                results.append(int(row[0] or 0) if row else 0)
+                            else:
+                                results.append(_duckdb_affected(cur))
+                        con.execute("COMMIT")
+                    except Exception as exc:
+                        con.execute("ROLLBACK")
+                        raise WarehouseError(f"DuckDB batch write {list(sql_names)} failed: {exc}") from exc
+                finally:
+                    with _REGISTER_LOCK:
+                        con.unregister(_BATCH)
+                    con.execute("RESET threads")
+            return results[1:]  # without the lock's UPDATE
+
+        return self._retry_on_conflict(attempt)
 
     def _load_staged(self, arrow: pa.Table, plan: LoadPlan) -> int:
         """Staged in a TEMP table and moved inside one DuckDB transaction."""

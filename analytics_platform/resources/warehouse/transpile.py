@@ -14,6 +14,10 @@ def _bigquery_semantics(node):
     from sqlglot import exp
 
     parent = node.parent
+    if isinstance(node, exp.SafeFunc) and isinstance(node.this, exp.ParseJSON):
+        # SAFE.PARSE_JSON(text[, wide_number_mode=>...]): NULL when the text is not JSON.
+        # DuckDB keeps the text as it is (numbers exact), like the JSON column it goes to.
+        return exp.TryCast(this=node.this.this, to=exp.DataType.build("JSON"))
     if isinstance(node, (exp.DateAdd, exp.DateSub, exp.DateTrunc)) and not isinstance(parent, exp.Cast):
         # BigQuery DATE_ADD/DATE_SUB/DATE_TRUNC return DATE; DuckDB's date +/- interval is a TIMESTAMP.
         return exp.cast(node, exp.DataType.build("DATE"))
