@@ -41,6 +41,11 @@ class Warehouse(ConfigurableResource):
         """Column names of ``dataset.table`` in order; [] when it does not exist."""
         raise NotImplementedError
 
+    def column_types(self, dataset: str, table: str) -> dict[str, str]:
+        """``{column: BigQuery type}`` of ``dataset.table`` (``STRING``, ``JSON``, ``INT64`` ...;
+        other engines' types named as BigQuery names them); {} when it does not exist."""
+        raise NotImplementedError
+
     def insert_from_batch(
         self,
         sql_name: str,

@@ -143,6 +143,16 @@ class BigQueryWarehouse(Warehouse):
             return []
         return [f.name for f in t.schema]
 
+    def column_types(self, dataset: str, table: str) -> dict[str, str]:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            t = self.client.get_table(f"{self.project}.{validate_identifier(dataset)}.{validate_identifier(table)}")
+        except NotFound:
+            return {}
+        legacy = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+        return {f.name: legacy.get(f.field_type, f.field_type) for f in t.schema}
+
     def _create_table(self, dataset, table, schema, partition_by, cluster_by) -> None:
         self.execute(create_table_statement(dataset, table, schema, partition_by, cluster_by))
 

@@ -123,6 +123,15 @@ class DuckDBWarehouse(Warehouse):
             ).fetchall()
         return [r[0] for r in rows]
 
+    def column_types(self, dataset: str, table: str) -> dict[str, str]:
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                [dataset, table],
+            ).fetchall()
+        return {name: _BIGQUERY_TYPE_NAMES.get(str(typ).upper(), str(typ).upper()) for name, typ in rows}
+
     def _create_table(self, dataset, table, schema, partition_by, cluster_by) -> None:
         """DuckDB has no partitioning or clustering; text columns are stored with zstd
         (a physical hint only: same columns and types as on BigQuery)."""
@@ -202,6 +211,13 @@ class DuckDBWarehouse(Warehouse):
                 con.execute("ROLLBACK")
                 raise WarehouseError(f"DuckDB load into {plan.dataset}.{plan.table} failed: {exc}") from exc
         return affected
+
+
+# DuckDB type names -> BigQuery's (column_types)
+_BIGQUERY_TYPE_NAMES = {
+    "VARCHAR": "STRING", "BIGINT": "INT64", "DOUBLE": "FLOAT64", "BOOLEAN": "BOOL",
+    "TIMESTAMP WITH TIME ZONE": "TIMESTAMP", "BLOB": "BYTES",
+}
 
 
 def _column_ddl(column: Column) -> str:

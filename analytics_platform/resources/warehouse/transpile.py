@@ -14,6 +14,9 @@ def _bigquery_semantics(node):
     from sqlglot import exp
 
     parent = node.parent
+    if isinstance(node, exp.SafeFunc) and isinstance(node.this, exp.ParseJSON):
+        # SAFE.PARSE_JSON(text): NULL for text that is not JSON; DuckDB's TRY_CAST to JSON.
+        return exp.TryCast(this=node.this.this, to=exp.DataType.build("JSON"))
     if isinstance(node, (exp.DateAdd, exp.DateSub, exp.DateTrunc)) and not isinstance(parent, exp.Cast):
         # BigQuery DATE_ADD/DATE_SUB/DATE_TRUNC return DATE; DuckDB's date +/- interval is a TIMESTAMP.
         return exp.cast(node, exp.DataType.build("DATE"))
