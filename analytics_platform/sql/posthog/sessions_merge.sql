@@ -95,7 +95,7 @@ USING (
   -- the read window reaches max_session_days past the run's days, so a session that runs
   -- past midnight is complete, and one that started before the run's first day is seen
   -- starting there (and left out) instead of being mistaken for a session of that day.
-  -- MIN_BY / MAX_BY over "ts when the value is set" = the first / last non-empty value.
+  -- ANY_VALUE(x HAVING MIN/MAX "ts when x is set") = the first / last non-empty x by time.
   agg AS (
     SELECT
       session_id,
@@ -124,18 +124,18 @@ USING (
           THEN LEAST(GREATEST(touch_y / screen_height, 0.0), 1.0)
         END
       ) AS max_scroll_depth,
-      MIN_BY(url, CASE WHEN url IS NOT NULL THEN ts END) AS ev_entry_url,
-      MAX_BY(url, CASE WHEN url IS NOT NULL THEN ts END) AS ev_exit_url,
-      MIN_BY(utm_source, CASE WHEN utm_source IS NOT NULL THEN ts END) AS ev_utm_source,
-      MIN_BY(utm_medium, CASE WHEN utm_medium IS NOT NULL THEN ts END) AS ev_utm_medium,
-      MIN_BY(utm_campaign, CASE WHEN utm_campaign IS NOT NULL THEN ts END) AS ev_utm_campaign,
-      MIN_BY(referring_domain, CASE WHEN referring_domain IS NOT NULL THEN ts END) AS ev_referring_domain,
-      MIN_BY(gad_source, CASE WHEN gad_source IS NOT NULL THEN ts END) AS ev_gad_source,
+      ANY_VALUE(url HAVING MIN CASE WHEN url IS NOT NULL THEN ts END) AS ev_entry_url,
+      ANY_VALUE(url HAVING MAX CASE WHEN url IS NOT NULL THEN ts END) AS ev_exit_url,
+      ANY_VALUE(utm_source HAVING MIN CASE WHEN utm_source IS NOT NULL THEN ts END) AS ev_utm_source,
+      ANY_VALUE(utm_medium HAVING MIN CASE WHEN utm_medium IS NOT NULL THEN ts END) AS ev_utm_medium,
+      ANY_VALUE(utm_campaign HAVING MIN CASE WHEN utm_campaign IS NOT NULL THEN ts END) AS ev_utm_campaign,
+      ANY_VALUE(referring_domain HAVING MIN CASE WHEN referring_domain IS NOT NULL THEN ts END) AS ev_referring_domain,
+      ANY_VALUE(gad_source HAVING MIN CASE WHEN gad_source IS NOT NULL THEN ts END) AS ev_gad_source,
       COUNTIF(gclid IS NOT NULL) > 0 AS ev_has_gclid,
       COUNTIF(fbclid IS NOT NULL) > 0 AS ev_has_fbclid,
-      MIN_BY(device_type, CASE WHEN device_type IS NOT NULL THEN ts END) AS device_type,
-      MIN_BY(os, CASE WHEN os IS NOT NULL THEN ts END) AS os,
-      MIN_BY(app_version, CASE WHEN app_version IS NOT NULL THEN ts END) AS app_version,
+      ANY_VALUE(device_type HAVING MIN CASE WHEN device_type IS NOT NULL THEN ts END) AS device_type,
+      ANY_VALUE(os HAVING MIN CASE WHEN os IS NOT NULL THEN ts END) AS os,
+      ANY_VALUE(app_version HAVING MIN CASE WHEN app_version IS NOT NULL THEN ts END) AS app_version,
       -- PostHog's bounce events: $pageview, $screen and $autocapture (each uuid once)
       COUNTIF(event IN ('$pageview', '$screen', '$autocapture')) AS ev_bounce_events
     FROM session_events
