@@ -389,7 +389,20 @@ def _sql_file_statements() -> Iterator[GateStatement]:
     yield stmt("posthog/sessions_event_stats", "posthog/sessions_event_stats", event_stats("JSON"))
     yield stmt("posthog/sessions_event_stats[properties STRING]", "posthog/sessions_event_stats",
                event_stats("STRING"), _string_properties(tables))
-    for name in ("sessions_partition_stats", "sessions_table_stats", "persons_rebuild", "persons_stats"):
+    from analytics_platform.posthog import tables as P
+    from analytics_platform.posthog.store import person_map_fragment
+
+    with_persons_export = dict(tables)
+    with_persons_export[(POSTHOG_DS, P.PERSONS_EXPORT_TABLE)] = schema_of(P.POSTHOG_PERSONS_SCHEMA)
+    for label, columns, catalog in (
+        ("no persons export", [], tables),
+        ("persons export", [c.name for c in P.POSTHOG_PERSONS_SCHEMA], with_persons_export),
+        ("persons export without versions", ["distinct_id", "person_id"], with_persons_export),
+    ):
+        person_map, _ = person_map_fragment(columns, POSTHOG_DS)
+        yield stmt(f"posthog/persons_rebuild[{label}]", "posthog/persons_rebuild",
+                   _file("posthog/persons_rebuild", {"person_map": person_map}, **agg), catalog)
+    for name in ("sessions_partition_stats", "sessions_table_stats", "persons_stats"):
         yield stmt(f"posthog/{name}", f"posthog/{name}", _file(f"posthog/{name}", **agg))
     yield from _sessions_merge_statements()
 
@@ -597,6 +610,8 @@ FRAGMENT_OF = {
     "posthog/filter_export_window": "posthog/sessions_merge",
     "posthog/select_no_export": "posthog/sessions_merge",
     "posthog/properties_from_json": "posthog/sessions_merge",
+    "posthog/persons_map_export": "posthog/persons_rebuild",
+    "posthog/persons_map_none": "posthog/persons_rebuild",
     "posthog/properties_from_string": "posthog/sessions_merge",
     "mixpanel/match_window_starts": "load merge #1 mixpanel.anomalies mixpanel_data.event_anomalies",
 }

@@ -57,7 +57,7 @@ def sessions_check_results(run: SessionsRun) -> list[dg.AssetCheckResult]:
 
 def persons_check_specs(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [
-        dg.AssetCheckSpec(PERSON_CHECK_UNIQUE, asset=asset, description="One row per distinct_id, never NULL."),
+        dg.AssetCheckSpec(PERSON_CHECK_UNIQUE, asset=asset, description="One row per distinct_id (never NULL) and per PostHog person_id."),
         dg.AssetCheckSpec(PERSON_CHECK_NON_NEGATIVE, asset=asset, description="Counts and durations >= 0; last_session_at >= first_session_at."),
     ]
 
@@ -67,8 +67,9 @@ def persons_check_results(run: PersonsRun) -> list[dg.AssetCheckResult]:
     return [
         dg.AssetCheckResult(
             check_name=PERSON_CHECK_UNIQUE,
-            passed=n("duplicate_distinct_ids") == 0 and n("null_distinct_ids") == 0,
-            metadata={"duplicate_distinct_ids": n("duplicate_distinct_ids"), "null_distinct_ids": n("null_distinct_ids")},
+            passed=n("duplicate_distinct_ids") == 0 and n("null_distinct_ids") == 0 and n("duplicate_person_ids") == 0,
+            metadata={"duplicate_distinct_ids": n("duplicate_distinct_ids"), "null_distinct_ids": n("null_distinct_ids"),
+                      "duplicate_person_ids": n("duplicate_person_ids")},
         ),
         dg.AssetCheckResult(
             check_name=PERSON_CHECK_NON_NEGATIVE,

@@ -27,6 +27,7 @@ from analytics_platform.common import (
 from analytics_platform.posthog import rules
 from analytics_platform.posthog.tables import (
     EVENTS_TABLE,
+    PERSONS_EXPORT_TABLE,
     PERSONS_SCHEMA,
     PERSONS_TABLE,
     SESSIONS_TABLE,
@@ -258,6 +259,27 @@ def rebuild_sessions(
 # ---------------------------------------------------------------------------------------
 # posthog_aggregated/persons
 # ---------------------------------------------------------------------------------------
+# Columns of PostHog's persons export that order a distinct_id's mappings (latest first).
+PERSONS_ORDER_COLUMNS = ("person_distinct_id_version", "person_version", "_inserted_at")
+
+
+def person_map_fragment(persons_columns: Sequence[str], posthog_dataset: str) -> tuple[str, str]:
+    """``(person_map fragment of persons_rebuild.sql, what persons are keyed by)``: PostHog's
+    persons export when it has ``distinct_id`` and ``person_id`` (``persons_columns``: its
+    columns, [] when absent) -> ``person_id``; else no mapping -> ``distinct_id``."""
+    by_lower = {c.lower(): c for c in persons_columns}
+    if not {"distinct_id", "person_id"} <= set(by_lower):
+        return read_sql("posthog/persons_map_none"), "distinct_id"
+    order = [f"{_q(by_lower[c])} DESC" for c in PERSONS_ORDER_COLUMNS if c in by_lower]
+    order.append("person_id DESC")
+    sql = render_sql(
+        read_sql("posthog/persons_map_export"),
+        fragments={"persons_order": ", ".join(order)},
+        posthog_dataset=posthog_dataset,
+    )
+    return sql, "person_id"
+
+
 @dataclass(frozen=True)
 class PersonsRun:
     """What one persons rebuild wrote (a ``persons_stats.sql`` row)."""
@@ -265,6 +287,7 @@ class PersonsRun:
     table: str
     rows_affected: int
     stats: dict[str, Any]
+    keyed_by: str = "distinct_id"
 
     def n(self, col: str) -> int:
         return to_int(self.stats.get(col))
@@ -273,6 +296,8 @@ class PersonsRun:
         return {
             "dagster/row_count": self.n("person_count"),
             "persons_with_firebase_user": self.n("with_firebase_user"),
+            "persons_keyed_by": self.keyed_by,
+            "persons_with_several_distinct_ids": self.n("with_several_distinct_ids"),
             "sessions_counted": self.n("sessions_counted"),
             "rows_affected": self.rows_affected,
             "table": self.table,
@@ -288,6 +313,9 @@ def rebuild_persons(warehouse: Any, settings: Settings) -> PersonsRun:
         out, SESSIONS_TABLE, sessions_schema(rules.plan_carry([])), partition_by="session_date", cluster_by=["distinct_id"]
     )
     warehouse.ensure_table(out, PERSONS_TABLE, PERSONS_SCHEMA, cluster_by=["distinct_id"])
-    affected = warehouse.execute_file("posthog/persons_rebuild", {"loaded_at": utc_now()}, out_dataset=out)
+    ph = settings.posthog_dataset_id
+    person_map, keyed_by = person_map_fragment(warehouse.table_columns(ph, PERSONS_EXPORT_TABLE), ph)
+    sql = render_sql(read_sql("posthog/persons_rebuild"), fragments={"person_map": person_map}, out_dataset=out)
+    affected = warehouse.execute(sql, {"loaded_at": utc_now()})
     stats = warehouse.run_file("posthog/persons_stats", out_dataset=out).to_dict("records")[0]
-    return PersonsRun(f"{out}.{PERSONS_TABLE}", affected, stats)
+    return PersonsRun(f"{out}.{PERSONS_TABLE}", affected, stats, keyed_by)
