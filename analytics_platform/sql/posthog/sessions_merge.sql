@@ -193,6 +193,7 @@ USING (
         WHEN medium IN ('social', 'social-network', 'social-media', 'sm', 'social network', 'social media') THEN 'Organic Social'
         WHEN medium = 'video' THEN 'Organic Video'
         WHEN medium IN ('email', 'e-mail', 'e_mail', 'e mail', 'newsletter') THEN 'Email'
+        WHEN medium IN ('display', 'banner', 'expandable', 'interstitial', 'cpm') THEN 'Display'
         WHEN medium = 'affiliate' THEN 'Affiliate'
         WHEN medium IN ('referral', 'app', 'link') THEN 'Referral'
         WHEN medium = 'audio' THEN 'Audio'
