@@ -84,17 +84,18 @@ CARRY_COLUMNS: dict[str, str] = {
 # Carried columns that are also computed from the session's events (PostHog's sessions v2
 # rules, sql/posthog/sessions_merge.sql): the export's value wins when the export has the
 # column and a value for the session, else the computed one.  Output column -> the
-# column of the merge's ``agg`` (a.) or ``derived`` (d.) step that holds the computed value.
+# column of the merge's ``agg`` (a.), ``entry`` (e.) or ``derived`` (d.) step that holds the
+# computed value.
 COMPUTED_FROM_EVENTS: dict[str, str] = {
     "entry_current_url": "a.ev_entry_url",
     "end_current_url": "a.ev_exit_url",
     "exit_current_url": "a.ev_exit_url",
-    "entry_referring_domain": "a.ev_referring_domain",
+    "entry_referring_domain": "e.ev_referring_domain",
     "is_bounce": "d.ev_is_bounce",
     "channel_type": "d.ev_channel_type",
-    "entry_utm_source": "a.ev_utm_source",
-    "entry_utm_medium": "a.ev_utm_medium",
-    "entry_utm_campaign": "a.ev_utm_campaign",
+    "entry_utm_source": "e.ev_utm_source",
+    "entry_utm_medium": "e.ev_utm_medium",
+    "entry_utm_campaign": "e.ev_utm_campaign",
 }
 
 # Any other export column starting with one of these is carried too (as STRING) and added

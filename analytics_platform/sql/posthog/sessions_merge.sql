@@ -17,8 +17,9 @@
 --
 -- Session fields computed from the events (PostHog's sessions v2 rules, docs/posthog.md):
 -- entry/exit URL = first/last non-empty $current_url (else $screen_name) by time; entry
--- UTM, referring domain, click ids, device type, OS and app version = first non-empty value
--- by time; is_bounce and channel_type from those. Columns of PostHog's sessions export win
+-- UTM, referring domain and click ids = those of the entry event (the first with a URL,
+-- else the first event); device type, OS and app version = those of the first event (else
+-- the entry event); is_bounce and channel_type from those. Columns of PostHog's sessions export win
 -- when present (carry_select).
 --
 -- Identifiers: {posthog_dataset}, {firebase_dataset}, {out_dataset} (validated).
@@ -71,16 +72,7 @@ USING (
         NULLIF(JSON_VALUE(props, '$."$current_url"'), ''),
         NULLIF(JSON_VALUE(props, '$."$screen_name"'), '')
       ) AS url,
-      NULLIF(JSON_VALUE(props, '$.utm_source'), '') AS utm_source,
-      NULLIF(JSON_VALUE(props, '$.utm_medium'), '') AS utm_medium,
-      NULLIF(JSON_VALUE(props, '$.utm_campaign'), '') AS utm_campaign,
-      NULLIF(JSON_VALUE(props, '$."$referring_domain"'), '') AS referring_domain,
-      NULLIF(JSON_VALUE(props, '$.gclid'), '') AS gclid,
-      NULLIF(JSON_VALUE(props, '$.gad_source'), '') AS gad_source,
-      NULLIF(JSON_VALUE(props, '$.fbclid'), '') AS fbclid,
-      NULLIF(JSON_VALUE(props, '$."$device_type"'), '') AS device_type,
-      NULLIF(JSON_VALUE(props, '$."$os"'), '') AS os,
-      NULLIF(JSON_VALUE(props, '$."$app_version"'), '') AS app_version
+      props
     FROM raw_events
     WHERE (uuid IS NULL OR copy_rank = 1)
   ),
@@ -126,21 +118,40 @@ USING (
       ) AS max_scroll_depth,
       ANY_VALUE(url HAVING MIN CASE WHEN url IS NOT NULL THEN ts END) AS ev_entry_url,
       ANY_VALUE(url HAVING MAX CASE WHEN url IS NOT NULL THEN ts END) AS ev_exit_url,
-      ANY_VALUE(utm_source HAVING MIN CASE WHEN utm_source IS NOT NULL THEN ts END) AS ev_utm_source,
-      ANY_VALUE(utm_medium HAVING MIN CASE WHEN utm_medium IS NOT NULL THEN ts END) AS ev_utm_medium,
-      ANY_VALUE(utm_campaign HAVING MIN CASE WHEN utm_campaign IS NOT NULL THEN ts END) AS ev_utm_campaign,
-      ANY_VALUE(referring_domain HAVING MIN CASE WHEN referring_domain IS NOT NULL THEN ts END) AS ev_referring_domain,
-      ANY_VALUE(gad_source HAVING MIN CASE WHEN gad_source IS NOT NULL THEN ts END) AS ev_gad_source,
-      COUNTIF(gclid IS NOT NULL) > 0 AS ev_has_gclid,
-      COUNTIF(fbclid IS NOT NULL) > 0 AS ev_has_fbclid,
-      ANY_VALUE(device_type HAVING MIN CASE WHEN device_type IS NOT NULL THEN ts END) AS device_type,
-      ANY_VALUE(os HAVING MIN CASE WHEN os IS NOT NULL THEN ts END) AS os,
-      ANY_VALUE(app_version HAVING MIN CASE WHEN app_version IS NOT NULL THEN ts END) AS app_version,
+      -- the properties of the entry event (the first one with a URL) and of the first
+      -- event: the entry UTM / referrer / click ids and device fields are read from these
+      -- two documents per session, not from every event
+      ANY_VALUE(props HAVING MIN CASE WHEN url IS NOT NULL THEN ts END) AS entry_props,
+      ANY_VALUE(props HAVING MIN ts) AS first_props,
       -- PostHog's bounce events: $pageview, $screen and $autocapture (each uuid once)
       COUNTIF(event IN ('$pageview', '$screen', '$autocapture')) AS ev_bounce_events
     FROM session_events
     GROUP BY session_id
     HAVING MIN(ts) >= @range_start AND MIN(ts) < @range_end
+  ),
+
+  -- per session: entry values from the entry event (else the first event), device fields
+  -- from the first event (else the entry event); empty strings are no value
+  entry AS (
+    SELECT
+      session_id,
+      NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.utm_source'), '') AS ev_utm_source,
+      NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.utm_medium'), '') AS ev_utm_medium,
+      NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.utm_campaign'), '') AS ev_utm_campaign,
+      NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$."$referring_domain"'), '') AS ev_referring_domain,
+      NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.gad_source'), '') AS ev_gad_source,
+      COALESCE(NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.gclid'), ''), '') != '' AS ev_has_gclid,
+      COALESCE(NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.fbclid'), ''), '') != '' AS ev_has_fbclid,
+      COALESCE(
+        NULLIF(JSON_VALUE(first_props, '$."$device_type"'), ''),
+        NULLIF(JSON_VALUE(entry_props, '$."$device_type"'), '')
+      ) AS device_type,
+      COALESCE(NULLIF(JSON_VALUE(first_props, '$."$os"'), ''), NULLIF(JSON_VALUE(entry_props, '$."$os"'), '')) AS os,
+      COALESCE(
+        NULLIF(JSON_VALUE(first_props, '$."$app_version"'), ''),
+        NULLIF(JSON_VALUE(entry_props, '$."$app_version"'), '')
+      ) AS app_version
+    FROM agg
   ),
 
   -- PostHog's channel type (posthog/hogql/database/schema/channel_type.py, default rules)
@@ -211,12 +222,19 @@ USING (
       END AS ev_channel_type
     FROM (
       SELECT
-        *,
-        LOWER(ev_utm_source) AS source,
-        LOWER(ev_utm_medium) AS medium,
-        LOWER(ev_utm_campaign) AS campaign,
-        ev_referring_domain AS ref
-      FROM agg
+        a.session_id,
+        a.session_start,
+        a.session_end,
+        a.ev_bounce_events,
+        e.ev_has_gclid,
+        e.ev_has_fbclid,
+        e.ev_gad_source,
+        LOWER(e.ev_utm_source) AS source,
+        LOWER(e.ev_utm_medium) AS medium,
+        LOWER(e.ev_utm_campaign) AS campaign,
+        e.ev_referring_domain AS ref
+      FROM agg a
+      JOIN entry e ON e.session_id = a.session_id
     )
   ),
 
@@ -276,11 +294,12 @@ USING (
       u.created_at AS user_created_at,
       u.country,
       @loaded_at AS _loaded_at,
-      a.device_type,
-      a.os,
-      a.app_version
+      e.device_type,
+      e.os,
+      e.app_version
       {carry_select}
     FROM agg a
+    JOIN entry e ON e.session_id = a.session_id
     JOIN derived d ON d.session_id = a.session_id
     LEFT JOIN fb_users u ON u.user_id = a.distinct_id
     LEFT JOIN fb_counts c ON c.session_id = a.session_id
