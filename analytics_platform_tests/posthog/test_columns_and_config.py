@@ -128,7 +128,15 @@ def test_sessions_merge_sql_fragments(export_columns, export_read, filtered):
 
 
 # --- properties as JSON or as a STRING holding JSON -----------------------------------
-def test_properties_stored_as_string_give_the_same_sessions(warehouse):
+def test_properties_stored_as_string_give_the_same_sessions(warehouse, request):
+    if warehouse.engine == "bigquery":
+        # STRING properties are parsed with SAFE.PARSE_JSON (malformed text -> NULL), which
+        # local-bigquery cannot run inside a MERGE; valid BigQuery per the ZetaSQL gate
+        # (posthog/sessions_merge[..., properties STRING]); the SELECT side runs on the
+        # emulator in test_posthog_standard.py.
+        from analytics_platform_tests.posthog.test_posthog_standard import EMULATOR_SAFE_IN_MERGE
+
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=EMULATOR_SAFE_IN_MERGE))
     load_sources(warehouse, properties_type="STRING")
     result = materialize(warehouse, partition="2024-06-03")
     assert result.success
