@@ -17,9 +17,8 @@
 --
 -- Session fields computed from the events (PostHog's sessions v2 rules, docs/posthog.md):
 -- entry/exit URL = first/last non-empty $current_url (else $screen_name) by time; entry
--- UTM, referring domain and click ids = those of the entry event (the first with a URL,
--- else the first event); device type, OS and app version = those of the first event (else
--- the entry event); is_bounce and channel_type from those. Columns of PostHog's sessions export win
+-- UTM, referring domain, click ids, device type, OS and app version = those of the
+-- session's first event; is_bounce and channel_type from those. Columns of PostHog's sessions export win
 -- when present (carry_select).
 --
 -- Identifiers: {posthog_dataset}, {firebase_dataset}, {out_dataset} (validated).
@@ -118,10 +117,8 @@ USING (
       ) AS max_scroll_depth,
       ANY_VALUE(url HAVING MIN CASE WHEN url IS NOT NULL THEN ts END) AS ev_entry_url,
       ANY_VALUE(url HAVING MAX CASE WHEN url IS NOT NULL THEN ts END) AS ev_exit_url,
-      -- the properties of the entry event (the first one with a URL) and of the first
-      -- event: the entry UTM / referrer / click ids and device fields are read from these
-      -- two documents per session, not from every event
-      ANY_VALUE(props HAVING MIN CASE WHEN url IS NOT NULL THEN ts END) AS entry_props,
+      -- the properties of the session's first event: the entry UTM / referrer / click ids
+      -- and device fields are read from this one document per session, not from every event
       ANY_VALUE(props HAVING MIN ts) AS first_props,
       -- PostHog's bounce events: $pageview, $screen and $autocapture (each uuid once)
       COUNTIF(event IN ('$pageview', '$screen', '$autocapture')) AS ev_bounce_events
@@ -130,33 +127,62 @@ USING (
     HAVING MIN(ts) >= @range_start AND MIN(ts) < @range_end
   ),
 
-  -- per session: entry values from the entry event (else the first event), device fields
-  -- from the first event (else the entry event); empty strings are no value
+  -- per session: the entry values (UTM, referrer, click ids) and device fields of the
+  -- session's first event; empty strings are no value
   entry AS (
     SELECT
       session_id,
-      NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.utm_source'), '') AS ev_utm_source,
-      NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.utm_medium'), '') AS ev_utm_medium,
-      NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.utm_campaign'), '') AS ev_utm_campaign,
-      NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$."$referring_domain"'), '') AS ev_referring_domain,
-      NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.gad_source'), '') AS ev_gad_source,
-      COALESCE(NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.gclid'), ''), '') != '' AS ev_has_gclid,
-      COALESCE(NULLIF(JSON_VALUE(COALESCE(entry_props, first_props), '$.fbclid'), ''), '') != '' AS ev_has_fbclid,
-      COALESCE(
-        NULLIF(JSON_VALUE(first_props, '$."$device_type"'), ''),
-        NULLIF(JSON_VALUE(entry_props, '$."$device_type"'), '')
-      ) AS device_type,
-      COALESCE(NULLIF(JSON_VALUE(first_props, '$."$os"'), ''), NULLIF(JSON_VALUE(entry_props, '$."$os"'), '')) AS os,
-      COALESCE(
-        NULLIF(JSON_VALUE(first_props, '$."$app_version"'), ''),
-        NULLIF(JSON_VALUE(entry_props, '$."$app_version"'), '')
-      ) AS app_version
+      NULLIF(JSON_VALUE(first_props, '$.utm_source'), '') AS ev_utm_source,
+      NULLIF(JSON_VALUE(first_props, '$.utm_medium'), '') AS ev_utm_medium,
+      NULLIF(JSON_VALUE(first_props, '$.utm_campaign'), '') AS ev_utm_campaign,
+      NULLIF(JSON_VALUE(first_props, '$."$referring_domain"'), '') AS ev_referring_domain,
+      NULLIF(JSON_VALUE(first_props, '$.gad_source'), '') AS ev_gad_source,
+      COALESCE(JSON_VALUE(first_props, '$.gclid'), '') != '' AS ev_has_gclid,
+      COALESCE(JSON_VALUE(first_props, '$.fbclid'), '') != '' AS ev_has_fbclid,
+      NULLIF(JSON_VALUE(first_props, '$."$device_type"'), '') AS device_type,
+      NULLIF(JSON_VALUE(first_props, '$."$os"'), '') AS os,
+      NULLIF(JSON_VALUE(first_props, '$."$app_version"'), '') AS app_version
     FROM agg
   ),
 
-  -- PostHog's channel type (posthog/hogql/database/schema/channel_type.py, default rules)
-  -- over the session's entry values, lower-cased; the source/domain lookups are the
-  -- reduced lists documented in docs/posthog.md.
+  -- the channel inputs, lower-cased, with the type (Search / Social / Video / Shopping) of
+  -- the UTM source and of the referring domain: the reduced lookup lists of docs/posthog.md
+  -- (a domain label match, so `www.google.co.uk` and `google` are both Search)
+  channel_inputs AS (
+    SELECT
+      *,
+      CASE
+          WHEN REGEXP_CONTAINS(source, r'(^|\.)(google|bing|yahoo|baidu|duckduckgo|yandex|ecosia|naver|ask|aol)(\.|$)') THEN 'Search'
+          WHEN REGEXP_CONTAINS(source, r'(^|\.)(facebook|fb|instagram|ig|linkedin|twitter|x|t|reddit|pinterest|tiktok|snapchat|threads|quora)(\.|$)') THEN 'Social'
+          WHEN REGEXP_CONTAINS(source, r'(^|\.)(youtube|vimeo|twitch|dailymotion)(\.|$)') THEN 'Video'
+          WHEN REGEXP_CONTAINS(source, r'(^|\.)(amazon|ebay|etsy|shopify|walmart|aliexpress)(\.|$)') THEN 'Shopping'
+        END AS source_type,
+      CASE
+          WHEN REGEXP_CONTAINS(ref, r'(^|\.)(google|bing|yahoo|baidu|duckduckgo|yandex|ecosia|naver|ask|aol)(\.|$)') THEN 'Search'
+          WHEN REGEXP_CONTAINS(ref, r'(^|\.)(facebook|fb|instagram|ig|linkedin|twitter|x|t|reddit|pinterest|tiktok|snapchat|threads|quora)(\.|$)') THEN 'Social'
+          WHEN REGEXP_CONTAINS(ref, r'(^|\.)(youtube|vimeo|twitch|dailymotion)(\.|$)') THEN 'Video'
+          WHEN REGEXP_CONTAINS(ref, r'(^|\.)(amazon|ebay|etsy|shopify|walmart|aliexpress)(\.|$)') THEN 'Shopping'
+        END AS ref_type
+    FROM (
+      SELECT
+        a.session_id,
+        a.session_start,
+        a.session_end,
+        a.ev_bounce_events,
+        e.ev_has_gclid,
+        e.ev_has_fbclid,
+        e.ev_gad_source,
+        LOWER(e.ev_utm_source) AS source,
+        LOWER(e.ev_utm_medium) AS medium,
+        LOWER(e.ev_utm_campaign) AS campaign,
+        e.ev_referring_domain AS ref
+      FROM agg a
+      JOIN entry e ON e.session_id = a.session_id
+    )
+  ),
+
+  -- PostHog's bounce rule and channel type (posthog/hogql/database/schema/sessions_v2.py,
+  -- channel_type.py: the default rules, in their order)
   derived AS (
     SELECT
       session_id,
@@ -175,16 +201,10 @@ USING (
           OR ev_gad_source IS NOT NULL
         THEN
           CASE
-            WHEN REGEXP_CONTAINS(source, r'(^|\.)(google|bing|yahoo|baidu|duckduckgo|yandex|ecosia|naver|ask|aol)(\.|$)') THEN 'Paid Search'
-            WHEN REGEXP_CONTAINS(source, r'(^|\.)(facebook|fb|instagram|ig|linkedin|twitter|x|t|reddit|pinterest|tiktok|snapchat|threads|quora)(\.|$)') THEN 'Paid Social'
-            WHEN REGEXP_CONTAINS(source, r'(^|\.)(youtube|vimeo|twitch|dailymotion)(\.|$)') THEN 'Paid Video'
-            WHEN REGEXP_CONTAINS(source, r'(^|\.)(amazon|ebay|etsy|shopify|walmart|aliexpress)(\.|$)') THEN 'Paid Shopping'
+            WHEN source_type IS NOT NULL THEN CONCAT('Paid ', source_type)
             WHEN REGEXP_CONTAINS(campaign, r'^(.*(([^a-df-z]|^)shop|shopping).*)$') THEN 'Paid Shopping'
             WHEN medium IN ('display', 'banner', 'expandable', 'interstitial', 'cpm') THEN 'Display'
-            WHEN REGEXP_CONTAINS(ref, r'(^|\.)(google|bing|yahoo|baidu|duckduckgo|yandex|ecosia|naver|ask|aol)(\.|$)') THEN 'Paid Search'
-            WHEN REGEXP_CONTAINS(ref, r'(^|\.)(facebook|fb|instagram|ig|linkedin|twitter|x|t|reddit|pinterest|tiktok|snapchat|threads|quora)(\.|$)') THEN 'Paid Social'
-            WHEN REGEXP_CONTAINS(ref, r'(^|\.)(youtube|vimeo|twitch|dailymotion)(\.|$)') THEN 'Paid Video'
-            WHEN REGEXP_CONTAINS(ref, r'(^|\.)(amazon|ebay|etsy|shopify|walmart|aliexpress)(\.|$)') THEN 'Paid Shopping'
+            WHEN ref_type IS NOT NULL THEN CONCAT('Paid ', ref_type)
             WHEN ev_gad_source = '1' THEN 'Paid Search'
             WHEN REGEXP_CONTAINS(campaign, r'^(.*video.*)$') THEN 'Paid Video'
             WHEN ev_has_fbclid THEN 'Paid Social'
@@ -195,24 +215,18 @@ USING (
           AND (source IS NULL OR source IN ('(direct)', 'direct', '$direct'))
           AND NOT ev_has_fbclid
         THEN 'Direct'
-        WHEN REGEXP_CONTAINS(source, r'(^|\.)(google|bing|yahoo|baidu|duckduckgo|yandex|ecosia|naver|ask|aol)(\.|$)') THEN 'Organic Search'
-        WHEN REGEXP_CONTAINS(source, r'(^|\.)(facebook|fb|instagram|ig|linkedin|twitter|x|t|reddit|pinterest|tiktok|snapchat|threads|quora)(\.|$)') THEN 'Organic Social'
-        WHEN REGEXP_CONTAINS(source, r'(^|\.)(youtube|vimeo|twitch|dailymotion)(\.|$)') THEN 'Organic Video'
-        WHEN REGEXP_CONTAINS(source, r'(^|\.)(amazon|ebay|etsy|shopify|walmart|aliexpress)(\.|$)') THEN 'Organic Shopping'
+        WHEN source_type IS NOT NULL THEN CONCAT('Organic ', source_type)
         WHEN REGEXP_CONTAINS(campaign, r'^(.*(([^a-df-z]|^)shop|shopping).*)$') THEN 'Organic Shopping'
         WHEN medium = 'organic' THEN 'Organic Search'
         WHEN medium IN ('social', 'social-network', 'social-media', 'sm', 'social network', 'social media') THEN 'Organic Social'
         WHEN medium = 'video' THEN 'Organic Video'
-        WHEN medium IN ('email', 'e-mail', 'e_mail', 'e mail', 'newsletter') THEN 'Email'
         WHEN medium IN ('display', 'banner', 'expandable', 'interstitial', 'cpm') THEN 'Display'
+        WHEN medium IN ('email', 'e-mail', 'e_mail', 'e mail', 'newsletter') THEN 'Email'
         WHEN medium = 'affiliate' THEN 'Affiliate'
         WHEN medium IN ('referral', 'app', 'link') THEN 'Referral'
         WHEN medium = 'audio' THEN 'Audio'
         WHEN medium = 'sms' THEN 'SMS'
-        WHEN REGEXP_CONTAINS(ref, r'(^|\.)(google|bing|yahoo|baidu|duckduckgo|yandex|ecosia|naver|ask|aol)(\.|$)') THEN 'Organic Search'
-        WHEN REGEXP_CONTAINS(ref, r'(^|\.)(facebook|fb|instagram|ig|linkedin|twitter|x|t|reddit|pinterest|tiktok|snapchat|threads|quora)(\.|$)') THEN 'Organic Social'
-        WHEN REGEXP_CONTAINS(ref, r'(^|\.)(youtube|vimeo|twitch|dailymotion)(\.|$)') THEN 'Organic Video'
-        WHEN REGEXP_CONTAINS(ref, r'(^|\.)(amazon|ebay|etsy|shopify|walmart|aliexpress)(\.|$)') THEN 'Organic Shopping'
+        WHEN ref_type IS NOT NULL THEN CONCAT('Organic ', ref_type)
         WHEN REGEXP_CONTAINS(campaign, r'^(.*video.*)$') THEN 'Organic Video'
         WHEN REGEXP_CONTAINS(medium, r'push$') THEN 'Push'
         WHEN ev_has_fbclid THEN 'Organic Social'
@@ -220,22 +234,7 @@ USING (
         WHEN ref IS NOT NULL THEN 'Referral'
         ELSE 'Unknown'
       END AS ev_channel_type
-    FROM (
-      SELECT
-        a.session_id,
-        a.session_start,
-        a.session_end,
-        a.ev_bounce_events,
-        e.ev_has_gclid,
-        e.ev_has_fbclid,
-        e.ev_gad_source,
-        LOWER(e.ev_utm_source) AS source,
-        LOWER(e.ev_utm_medium) AS medium,
-        LOWER(e.ev_utm_campaign) AS campaign,
-        e.ev_referring_domain AS ref
-      FROM agg a
-      JOIN entry e ON e.session_id = a.session_id
-    )
+    FROM channel_inputs
   ),
 
   fb_users AS (
