@@ -287,6 +287,7 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     # posthog/assets.py
     "posthog/sessions_event_stats": {"range_start": NOW, "range_end": NOW},
     "posthog/sessions_partition_stats": {"first_day": DAY, "last_day": DAY},
+    "posthog/sessions_table_stats": {},
     "posthog/persons_rebuild": {"loaded_at": NOW},
     "posthog/persons_stats": {},
 }
@@ -388,11 +389,29 @@ def _sql_file_statements() -> Iterator[GateStatement]:
 
     # posthog
     agg = dict(out_dataset=AGG_DS)
-    event_stats = _file("posthog/sessions_event_stats", posthog_dataset=POSTHOG_DS)
-    yield stmt("posthog/sessions_event_stats", "posthog/sessions_event_stats", event_stats)
-    yield stmt("posthog/sessions_event_stats[properties STRING]", "posthog/sessions_event_stats", event_stats,
-               _string_properties(tables))
-    for name in ("sessions_partition_stats", "persons_rebuild", "persons_stats"):
+    from analytics_platform.posthog.store import properties_fragment
+
+    def event_stats(properties_type: str) -> str:
+        return _file("posthog/sessions_event_stats", {"properties_json": properties_fragment(properties_type)},
+                     posthog_dataset=POSTHOG_DS)
+
+    yield stmt("posthog/sessions_event_stats", "posthog/sessions_event_stats", event_stats("JSON"))
+    yield stmt("posthog/sessions_event_stats[properties STRING]", "posthog/sessions_event_stats",
+               event_stats("STRING"), _string_properties(tables))
+    from analytics_platform.posthog import tables as P
+    from analytics_platform.posthog.store import person_map_fragment
+
+    with_persons_export = dict(tables)
+    with_persons_export[(POSTHOG_DS, P.PERSONS_EXPORT_TABLE)] = schema_of(P.POSTHOG_PERSONS_SCHEMA)
+    for label, columns, catalog in (
+        ("no persons export", [], tables),
+        ("persons export", [c.name for c in P.POSTHOG_PERSONS_SCHEMA], with_persons_export),
+        ("persons export without versions", ["distinct_id", "person_id"], with_persons_export),
+    ):
+        person_map, _ = person_map_fragment(columns, POSTHOG_DS)
+        yield stmt(f"posthog/persons_rebuild[{label}]", "posthog/persons_rebuild",
+                   _file("posthog/persons_rebuild", {"person_map": person_map}, **agg), catalog)
+    for name in ("sessions_partition_stats", "sessions_table_stats", "persons_stats"):
         yield stmt(f"posthog/{name}", f"posthog/{name}", _file(f"posthog/{name}", **agg))
     yield from _sessions_merge_statements()
 
@@ -509,8 +528,12 @@ def _sessions_merge_statements() -> Iterator[GateStatement]:
             plan, posthog_dataset=POSTHOG_DS, firebase_dataset=FIREBASE_DS, out_dataset=AGG_DS
         )
         yield GateStatement(f"posthog/sessions_merge[{label}]", sql, params, tables)
-        if export is None:
-            yield GateStatement(f"posthog/sessions_merge[{label}, properties STRING]", sql, params,
+        if export is None or label.startswith("export with every"):
+            string_sql = posthog_store.build_sessions_merge_sql(
+                plan, posthog_dataset=POSTHOG_DS, firebase_dataset=FIREBASE_DS, out_dataset=AGG_DS,
+                properties_type="STRING",
+            )
+            yield GateStatement(f"posthog/sessions_merge[{label}, properties STRING]", string_sql, params,
                                 _string_properties(tables))
 
 
@@ -674,6 +697,10 @@ FRAGMENT_OF = {
     "posthog/sessions_export_cte": "posthog/sessions_merge",
     "posthog/filter_export_window": "posthog/sessions_merge",
     "posthog/select_no_export": "posthog/sessions_merge",
+    "posthog/properties_from_json": "posthog/sessions_merge",
+    "posthog/persons_map_export": "posthog/persons_rebuild",
+    "posthog/persons_map_none": "posthog/persons_rebuild",
+    "posthog/properties_from_string": "posthog/sessions_merge",
     "mixpanel/match_window_starts": "load merge #1 mixpanel.anomalies mixpanel_data.event_anomalies",
 }
 WAREHOUSE_SQL_DOMAINS = ("mixpanel", "cohorts", "posthog")

@@ -7,7 +7,9 @@ cases the docs talk about:
 
 * ``demo-midnight``: starts 23:59 the day before the demo day, ends 00:10 on it; it
   belongs to the day before only;
-* ``demo-no-firebase``: a session of ``demo-user-not-in-firebase`` (NULL Firebase columns);
+* ``demo-no-firebase``: a session of ``demo-user-not-in-firebase`` (NULL Firebase user
+  columns; its one Firebase event during the session is counted all the same), whose
+  ``event_created`` event was exported twice (same uuid: counted once);
 * two events without ``$session_id`` on the demo day (counted, never loaded).
 
 Re-seeding drops and rewrites the four source tables, so it never accumulates rows.
@@ -58,6 +60,8 @@ def _edge_cases(ctx: DemoContext) -> tuple[pd.DataFrame, pd.DataFrame]:
         ev("demo-m3", "quiz_completed", _at(day, 0, 10), "user-000001", "demo-midnight"),
         ev("demo-n1", "$pageview", _at(day, 9, 0), "demo-user-not-in-firebase", "demo-no-firebase"),
         ev("demo-n2", "event_created", _at(day, 9, 3), "demo-user-not-in-firebase", "demo-no-firebase"),
+        # the batch export appended demo-n2 a second time (a retry): one event, not two
+        ev("demo-n2", "event_created", _at(day, 9, 3), "demo-user-not-in-firebase", "demo-no-firebase"),
         ev("demo-x1", "$identify", _at(day, 8, 0), "user-000002", None),
         ev("demo-x2", "$pageview", _at(day, 8, 1), "user-000002", ""),
     ])
@@ -82,13 +86,20 @@ def seed(ctx: DemoContext) -> None:
         seed=ctx.rng("posthog").randrange(2**31),
     )
     extra_events, extra_sessions = _edge_cases(ctx)
+    at = _at(ctx.demo_date, 9, 1)
+    no_user_fb_event = pd.DataFrame([{
+        "event_date": at.strftime("%Y%m%d"), "event_timestamp": int(at.value // 1000),
+        "event_name": "screen_view", "user_id": "demo-user-not-in-firebase",
+        "user_pseudo_id": "p-demo-user-not-in-firebase", "platform": "IOS",
+    }])
     tables = [
         (s.posthog_dataset_id, EVENTS_TABLE, POSTHOG_EVENTS_SCHEMA,
          pd.concat([data.posthog_events, extra_events], ignore_index=True)),
         (s.posthog_dataset_id, "sessions", POSTHOG_SESSIONS_SCHEMA,
          pd.concat([data.posthog_sessions, extra_sessions], ignore_index=True)),
         (s.firebase_dataset_id, USERS_TABLE, FIREBASE_USERS_SCHEMA, data.firebase_users),
-        (s.firebase_dataset_id, EVENTS_TABLE, FIREBASE_EVENTS_SCHEMA, data.firebase_events),
+        (s.firebase_dataset_id, EVENTS_TABLE, FIREBASE_EVENTS_SCHEMA,
+         pd.concat([data.firebase_events, no_user_fb_event], ignore_index=True)),
     ]
     for dataset, table, schema, frame in tables:
         if warehouse.table_exists(dataset, table):

@@ -26,10 +26,18 @@ POSTHOG_EVENTS_KEY = dg.AssetKey(["posthog_etl", "events"])
 POSTHOG_SESSIONS_KEY = dg.AssetKey(["posthog_etl", "sessions"])
 FIREBASE_USERS_KEY = dg.AssetKey(["firebase_etl_prod", "users"])
 FIREBASE_EVENTS_KEY = dg.AssetKey(["firebase_etl_prod", "events"])
+POSTHOG_PERSONS_KEY = dg.AssetKey(["posthog_etl", "persons"])
 SESSIONS_KEY = dg.AssetKey(["posthog_aggregated", "sessions"])
 PERSONS_KEY = dg.AssetKey(["posthog_aggregated", "persons"])
 
 SESSIONS_PARTITIONS = daily_partitions()
+
+# No two runs of the sessions asset at once (BigQuery DML on the same table conflicts):
+# runs of the daily job and its schedule carry this run-queue tag, limited to 1 in
+# dagster.yaml / deploy/values.yaml (tag_concurrency_limits); the op is also in this
+# concurrency pool (default limit 1), which covers ad-hoc runs and backfills too.
+SESSIONS_RUN_TAG = "analytics_platform/posthog_sessions"
+SESSIONS_POOL = "posthog_sessions"
 
 
 def _source(key: dg.AssetKey, description: str) -> dg.AssetSpec:
@@ -53,6 +61,11 @@ SOURCE_SPECS = [
         POSTHOG_SESSIONS_KEY,
         "PostHog sessions export in `{POSTHOG_DATASET_ID}.sessions`; its optional columns "
         "(entry/exit URL, bounce, channel, entry_utm_*) are carried into the session aggregate.",
+    ),
+    _source(
+        POSTHOG_PERSONS_KEY,
+        "PostHog persons export in `{POSTHOG_DATASET_ID}.persons` (optional): distinct_id -> "
+        "person_id; when present, posthog_aggregated/persons is keyed by person_id.",
     ),
     _source(
         FIREBASE_USERS_KEY,
@@ -109,6 +122,7 @@ class SessionsConfig(dg.Config):
     # the columns every run writes (columns carried from the sessions export come on top)
     metadata={"dagster/column_schema": column_schema(sessions_schema(rules.plan_carry([])))},
     check_specs=checks.sessions_check_specs(SESSIONS_KEY),
+    pool=SESSIONS_POOL,
 )
 def sessions(
     context: dg.AssetExecutionContext, config: SessionsConfig, warehouse: Warehouse
@@ -147,7 +161,7 @@ def sessions(
 
 @dg.asset(
     key=PERSONS_KEY,
-    deps=[SESSIONS_KEY],
+    deps=[SESSIONS_KEY, POSTHOG_PERSONS_KEY],
     group_name=GROUP,
     kinds={"bigquery", "sql"},
     owners=OWNERS,
@@ -157,9 +171,12 @@ def sessions(
     check_specs=checks.persons_check_specs(PERSONS_KEY),
 )
 def persons(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    """One row per PostHog distinct_id, aggregated from the sessions table only.
+    """One row per person, aggregated from the sessions table: PostHog's person_id when
+    PostHog's persons export maps the distinct ids (all of a person's distinct ids in one
+    row), else one row per distinct_id.
 
-    Reads ``{POSTHOG_AGGREGATED_DATASET_ID}.sessions``; writes
+    Reads ``{POSTHOG_AGGREGATED_DATASET_ID}.sessions`` and, when it exists,
+    ``{POSTHOG_DATASET_ID}.persons``; writes
     ``{POSTHOG_AGGREGATED_DATASET_ID}.persons`` with one MERGE (sql/posthog/persons_rebuild.sql)
     that replaces the whole table atomically. Runs after sessions in the daily job and, by
     its eager automation condition, after any other sessions update (e.g. a backfill).

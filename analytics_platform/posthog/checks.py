@@ -9,6 +9,7 @@ import dagster as dg
 from analytics_platform.posthog.store import PersonsRun, SessionsRun
 
 CHECK_UNIQUE = "unique_session_id_per_partition"
+CHECK_UNIQUE_TABLE = "unique_session_id_table_wide"
 CHECK_ORDER = "session_end_not_before_start"
 CHECK_NON_NEGATIVE = "non_negative_counts"
 PERSON_CHECK_UNIQUE = "unique_distinct_id"
@@ -18,6 +19,7 @@ PERSON_CHECK_NON_NEGATIVE = "non_negative_counts"
 def sessions_check_specs(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(CHECK_UNIQUE, asset=asset, description="Each session_id appears once per session_date partition and is never NULL."),
+        dg.AssetCheckSpec(CHECK_UNIQUE_TABLE, asset=asset, description="Each session_id appears once in the whole table (a session moved to an earlier day by a late event is not left under the later day)."),
         dg.AssetCheckSpec(CHECK_ORDER, asset=asset, description="session_end >= session_start (both set) on every row."),
         dg.AssetCheckSpec(CHECK_NON_NEGATIVE, asset=asset, description="Counts and duration are >= 0; max_scroll_depth within [0, 1]."),
     ]
@@ -32,6 +34,11 @@ def sessions_check_results(run: SessionsRun) -> list[dg.AssetCheckResult]:
             passed=dup == 0 and null_ids == 0,
             metadata={"duplicate_session_ids": dup, "null_session_ids": null_ids,
                       "days_failing": dg.MetadataValue.json(run.days_failing("duplicate_session_ids"))},
+        ),
+        dg.AssetCheckResult(
+            check_name=CHECK_UNIQUE_TABLE,
+            passed=run.duplicate_session_ids_table_wide == 0,
+            metadata={"duplicate_session_ids": run.duplicate_session_ids_table_wide},
         ),
         dg.AssetCheckResult(
             check_name=CHECK_ORDER,
@@ -50,7 +57,7 @@ def sessions_check_results(run: SessionsRun) -> list[dg.AssetCheckResult]:
 
 def persons_check_specs(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [
-        dg.AssetCheckSpec(PERSON_CHECK_UNIQUE, asset=asset, description="One row per distinct_id, never NULL."),
+        dg.AssetCheckSpec(PERSON_CHECK_UNIQUE, asset=asset, description="One row per distinct_id (never NULL) and per PostHog person_id."),
         dg.AssetCheckSpec(PERSON_CHECK_NON_NEGATIVE, asset=asset, description="Counts and durations >= 0; last_session_at >= first_session_at."),
     ]
 
@@ -60,8 +67,9 @@ def persons_check_results(run: PersonsRun) -> list[dg.AssetCheckResult]:
     return [
         dg.AssetCheckResult(
             check_name=PERSON_CHECK_UNIQUE,
-            passed=n("duplicate_distinct_ids") == 0 and n("null_distinct_ids") == 0,
-            metadata={"duplicate_distinct_ids": n("duplicate_distinct_ids"), "null_distinct_ids": n("null_distinct_ids")},
+            passed=n("duplicate_distinct_ids") == 0 and n("null_distinct_ids") == 0 and n("duplicate_person_ids") == 0,
+            metadata={"duplicate_distinct_ids": n("duplicate_distinct_ids"), "null_distinct_ids": n("null_distinct_ids"),
+                      "duplicate_person_ids": n("duplicate_person_ids")},
         ),
         dg.AssetCheckResult(
             check_name=PERSON_CHECK_NON_NEGATIVE,

@@ -41,6 +41,10 @@ SESSION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("user_created_at", "TIMESTAMP"),
     ("country", "STRING"),
     ("_loaded_at", "TIMESTAMP"),
+    # computed from the session's events (first non-empty value by time)
+    ("device_type", "STRING"),
+    ("os", "STRING"),
+    ("app_version", "STRING"),
 )
 
 # Counts that must never be negative (asset check).
@@ -77,6 +81,23 @@ CARRY_COLUMNS: dict[str, str] = {
     "entry_utm_term": "STRING",
     "entry_utm_content": "STRING",
 }
+# Carried columns that are also computed from the session's events (PostHog's sessions v2
+# rules, sql/posthog/sessions_merge.sql): the export's value wins when the export has the
+# column and a value for the session, else the computed one.  Output column -> the
+# column of the merge's ``agg`` (a.), ``entry`` (e.) or ``derived`` (d.) step that holds the
+# computed value.
+COMPUTED_FROM_EVENTS: dict[str, str] = {
+    "entry_current_url": "a.ev_entry_url",
+    "end_current_url": "a.ev_exit_url",
+    "exit_current_url": "a.ev_exit_url",
+    "entry_referring_domain": "e.ev_referring_domain",
+    "is_bounce": "d.ev_is_bounce",
+    "channel_type": "d.ev_channel_type",
+    "entry_utm_source": "e.ev_utm_source",
+    "entry_utm_medium": "e.ev_utm_medium",
+    "entry_utm_campaign": "e.ev_utm_campaign",
+}
+
 # Any other export column starting with one of these is carried too (as STRING) and added
 # to the output table the first time it is seen.
 CARRY_PREFIXES: tuple[str, ...] = ("entry_utm_",)
@@ -115,6 +136,21 @@ class CarryPlan:
     @property
     def present_names(self) -> tuple[str, ...]:
         return tuple(name for name, _, _ in self.present)
+
+    def field_sources(self) -> dict[str, str]:
+        """Where each carried column's value comes from in this run (metadata, docs)."""
+        present = set(self.present_names) if self.export_exists else set()
+        out = {}
+        for name, _ in self.columns:
+            if name in present and name in COMPUTED_FROM_EVENTS:
+                out[name] = "sessions export, else events"
+            elif name in present:
+                out[name] = "sessions export"
+            elif name in COMPUTED_FROM_EVENTS:
+                out[name] = "events"
+            else:
+                out[name] = "none (NULL)"
+        return out
 
 
 # Export columns the aggregation knows about but does not carry (computed from events).

@@ -9,7 +9,7 @@ import dagster as dg
 
 from analytics_platform.common import UTC
 from analytics_platform.posthog import rules as logic
-from analytics_platform.posthog.assets import PERSONS_KEY, SESSIONS_KEY, SESSIONS_PARTITIONS
+from analytics_platform.posthog.assets import PERSONS_KEY, SESSIONS_KEY, SESSIONS_PARTITIONS, SESSIONS_RUN_TAG
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -22,7 +22,8 @@ posthog_daily_job = dg.define_asset_job(
         "posthog_aggregated/sessions for a day range (one run) followed by "
         "posthog_aggregated/persons."
     ),
-    tags={"domain": "posthog"},
+    # the run queue runs one of these at a time (dagster.yaml tag_concurrency_limits)
+    tags={"domain": "posthog", SESSIONS_RUN_TAG: "sessions"},
 )
 
 DAILY_CRON = "30 3 * * *"
@@ -41,7 +42,7 @@ def daily_run_request(scheduled_for: dt.datetime, late_days: int = logic.LATE_DA
         return dg.SkipReason(f"No complete day to load at {scheduled_for.isoformat()}.")
     return dg.RunRequest(
         run_key=f"posthog_sessions_{days[0]}_{days[-1]}",
-        tags={RANGE_START_TAG: days[0], RANGE_END_TAG: days[-1], "domain": "posthog"},
+        tags={RANGE_START_TAG: days[0], RANGE_END_TAG: days[-1], "domain": "posthog", SESSIONS_RUN_TAG: "sessions"},
     )
 
 

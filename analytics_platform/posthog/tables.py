@@ -13,6 +13,7 @@ from analytics_platform.resources.warehouse import Column
 
 SESSIONS_TABLE = "sessions"
 PERSONS_TABLE = "persons"
+PERSONS_EXPORT_TABLE = "persons"  # PostHog's persons export, in POSTHOG_DATASET_ID
 EVENTS_TABLE = "events"
 USERS_TABLE = "users"
 
@@ -38,6 +39,9 @@ PERSONS_SCHEMA: list[Column] = [
     Column("quiz_completed_count", "INT64"),
     Column("active_days", "INT64"),
     Column("_loaded_at", "TIMESTAMP"),
+    # PostHog's person (persons export); NULL when the row is keyed by distinct_id alone
+    Column("person_id", "STRING"),
+    Column("distinct_id_count", "INT64"),
 ]
 
 # --- sources (external; created here only by the demo and the tests) -------------------
@@ -72,6 +76,20 @@ POSTHOG_SESSIONS_SCHEMA: list[Column] = [
     Column("entry_utm_source", "STRING"),
     Column("entry_utm_medium", "STRING"),
     Column("entry_utm_campaign", "STRING"),
+]
+
+# PostHog's persons batch-export model (columns used: distinct_id, person_id and, when
+# present, person_distinct_id_version / person_version / _inserted_at to pick the latest
+# mapping of a distinct_id).
+POSTHOG_PERSONS_SCHEMA: list[Column] = [
+    Column("team_id", "INT64"),
+    Column("distinct_id", "STRING"),
+    Column("person_id", "STRING"),
+    Column("properties", "JSON"),
+    Column("person_version", "INT64"),
+    Column("person_distinct_id_version", "INT64"),
+    Column("created_at", "TIMESTAMP"),
+    Column("_inserted_at", "TIMESTAMP"),
 ]
 
 FIREBASE_USERS_SCHEMA: list[Column] = [

@@ -83,7 +83,12 @@ def test_no_sessions_export_at_all(duckdb_warehouse):
     assert materialize(duckdb_warehouse, partition="2024-06-03").success
     rows = rows_by_id(read_sessions(duckdb_warehouse, D))
     assert sorted(rows) == ["S1", "S2", "S3"]
-    assert _isnull(rows["S1"]["entry_current_url"]) and _isnull(rows["S1"]["channel_type"])
+    # no export: the session fields come from the events; S1's events carry no URL, UTM or
+    # referring domain, so PostHog's rules give channel "Unknown", and 4 page/screen/
+    # autocapture events make it no bounce
+    assert _isnull(rows["S1"]["entry_current_url"])
+    assert rows["S1"]["channel_type"] == "Unknown"
+    assert bool(rows["S1"]["is_bounce"]) is False
     assert rows["S1"]["event_count"] == 11
 
 
@@ -123,7 +128,15 @@ def test_sessions_merge_sql_fragments(export_columns, export_read, filtered):
 
 
 # --- properties as JSON or as a STRING holding JSON -----------------------------------
-def test_properties_stored_as_string_give_the_same_sessions(warehouse):
+def test_properties_stored_as_string_give_the_same_sessions(warehouse, request):
+    if warehouse.engine == "bigquery":
+        # STRING properties are parsed with SAFE.PARSE_JSON (malformed text -> NULL), which
+        # local-bigquery cannot run inside a MERGE; valid BigQuery per the ZetaSQL gate
+        # (posthog/sessions_merge[..., properties STRING]); the SELECT side runs on the
+        # emulator in test_posthog_standard.py.
+        from analytics_platform_tests.posthog.test_posthog_standard import EMULATOR_SAFE_IN_MERGE
+
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=EMULATOR_SAFE_IN_MERGE))
     load_sources(warehouse, properties_type="STRING")
     result = materialize(warehouse, partition="2024-06-03")
     assert result.success
@@ -200,7 +213,7 @@ def test_persons_by_hand_and_rebuilt_consistently(loaded):
     [meta] = metadata_of(result, "posthog_aggregated/persons")
     assert meta["dagster/row_count"] == 3 and meta["sessions_counted"] == 5
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
-    assert all(checks.values()) and len(checks) == 5
+    assert all(checks.values()) and len(checks) == 6
 
     # sessions shrink (a day re-run after its events were deleted): persons follow
     loaded.execute(f"DELETE FROM `{PH}.events` WHERE `timestamp` >= @t", {"t": ts("2024-06-04 06:00:00")})
@@ -250,7 +263,7 @@ def test_definitions_wiring():
         POSTHOG_EVENTS_KEY, POSTHOG_SESSIONS_KEY, FIREBASE_USERS_KEY, FIREBASE_EVENTS_KEY,
     }
     checks = {k.name for k in sessions_def.check_keys}
-    assert checks == {"unique_session_id_per_partition", "session_end_not_before_start", "non_negative_counts"}
+    assert checks == {"unique_session_id_per_partition", "unique_session_id_table_wide", "session_end_not_before_start", "non_negative_counts"}
     # the run config is addressed as op posthog_aggregated__sessions
     assert sessions_def.op.name == "posthog_aggregated__sessions"
 

@@ -67,6 +67,12 @@ class Warehouse(ConfigurableResource):
         clustering kept)."""
         self.execute(rename_table_statement(dataset, table, new_name))
 
+    def column_types(self, dataset: str, table: str) -> dict[str, str]:
+        """``{column: BigQuery type}`` of ``dataset.table`` (``STRING``, ``JSON``, ``INT64`` ...;
+        other engines' types named as BigQuery names them); {} when it does not exist."""
+        layout = self.table_layout(dataset, table)
+        return dict(layout.columns) if layout is not None else {}
+
     def insert_from_batch(
         self,
         sql_name: str,

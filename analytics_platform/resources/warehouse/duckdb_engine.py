@@ -300,6 +300,7 @@ class DuckDBWarehouse(Warehouse):
         return affected
 
 
+# DuckDB type names -> BigQuery's (column_types)
 def _column_ddl(column: Column) -> str:
     """``"name" TYPE`` with the storage hint of a text column."""
     hint = f" USING COMPRESSION {_TEXT_COMPRESSION}" if column.type in ("STRING", "JSON") else ""

@@ -11,5 +11,7 @@ SELECT
   ) AS negative_counts,
   COUNTIF(COALESCE(last_session_at < first_session_at, FALSE)) AS last_before_first,
   COUNTIF(firebase_user_id IS NOT NULL) AS with_firebase_user,
+  COUNTIF(COALESCE(distinct_id_count > 1, FALSE)) AS with_several_distinct_ids,
+  COUNT(person_id) - COUNT(DISTINCT person_id) AS duplicate_person_ids,
   COALESCE(SUM(session_count), 0) AS sessions_counted
 FROM `{out_dataset}.persons`
