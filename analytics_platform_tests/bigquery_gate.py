@@ -262,7 +262,6 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     # mixpanel/checks.py
     "mixpanel/check_duplicate_event_ids": {"date_from": DAY, "date_to": DAY},
     "mixpanel/check_null_timestamps": {"date_from": DAY, "date_to": DAY},
-    "mixpanel/check_current_day": {"today": DAY},
     # mixpanel/store.py (ingestion)
     "mixpanel/insert_new_events": {"date_from": DAY, "date_to": DAY},
     "mixpanel/delete_uncollected_events": {"from_date": DAY, "to_date": DAY, "events": ["a", "b"]},
@@ -344,7 +343,7 @@ def _sql_file_statements() -> Iterator[GateStatement]:
     # mixpanel
     anomalies = dict(dataset=MIXPANEL_DS, anomalies=M.ANOMALIES_TABLE)
     for name in ("window_counts", "window_samples", "check_duplicate_event_ids", "check_null_timestamps",
-                 "check_current_day", "delete_uncollected_events", "partition_counts", "table_row_count"):
+                 "delete_uncollected_events", "partition_counts", "table_row_count"):
         yield stmt(f"mixpanel/{name}", f"mixpanel/{name}", _file(f"mixpanel/{name}", **_MIXPANEL_IDS))
     yield stmt("mixpanel/table_row_count[anomalies]", "mixpanel/table_row_count",
                _file("mixpanel/table_row_count", dataset=MIXPANEL_DS, table=M.ANOMALIES_TABLE))

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from dagster import Field, StringSource
@@ -36,7 +36,7 @@ def postgres_storage_config(settings: Settings) -> dict[str, Any]:
     return {"postgres_db": db}
 
 
-def sqlite_base_dir(settings: Settings, configured: Optional[str]) -> str:
+def sqlite_base_dir(settings: Settings, configured: str | None) -> str:
     base = configured or settings.dagster_home or str(settings.data_dir / "dagster_home")
     path = Path(base).resolve()
     path.mkdir(parents=True, exist_ok=True)
