@@ -191,6 +191,9 @@ class Settings:
     metrics_use_bayesian: bool = var("METRICS_USE_BAYESIAN", False, _bool)
     metrics_churn_horizon_days: float = var("METRICS_CHURN_HORIZON_DAYS", 14.0, _float)
     dagster_webserver_url: str = var("DAGSTER_WEBSERVER_URL", "http://localhost:3000", _url)
+    # Code references in the UI link to this repository (web URL) at this branch/tag/commit
+    code_references_git_url: Optional[str] = var("CODE_REFERENCES_GIT_URL", None, _url)
+    code_references_git_ref: str = var("CODE_REFERENCES_GIT_REF", "main")
     analytics_start_date: str = var("ANALYTICS_START_DATE", "2024-01-01", _date)
     # The production Dagster instance (dagster.prod.yaml reads these as env references)
     dagster_home: Optional[str] = var("DAGSTER_HOME")
