@@ -273,6 +273,9 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     "cohorts/mark_synced": {"synced_at": NOW, "ids": ["u1", "u2"]},
     "cohorts/delete_temp_users": {"ids": ["u1"]},
     "cohorts/summary_sent": {"process_name": "state_loss_temp_users", "step": "summary", "day": DAY.isoformat()},
+    # ops/observations.py (external sources observed)
+    "ops/observe_latest_timestamp": {"since": NOW, "until": NOW},
+    "ops/observe_firebase_events": {"since": NOW, "until": NOW},
     # posthog/assets.py
     "posthog/sessions_event_stats": {"range_start": NOW, "range_end": NOW},
     "posthog/sessions_partition_stats": {"first_day": DAY, "last_day": DAY},
@@ -385,6 +388,18 @@ def _sql_file_statements() -> Iterator[GateStatement]:
     for name in ("sessions_partition_stats", "persons_rebuild", "persons_stats"):
         yield stmt(f"posthog/{name}", f"posthog/{name}", _file(f"posthog/{name}", **agg))
     yield from _sessions_merge_statements()
+
+    # ops: the external sources' newest record (ops/observations.py, one statement per source)
+    from analytics_platform.ops.observations import SOURCES
+
+    for source in SOURCES:
+        dataset = POSTHOG_DS if source.dataset_setting == "posthog_dataset_id" else FIREBASE_DS
+        if source.ts_column is None:
+            yield stmt(f"ops/observe_firebase_events[{dataset}.{source.table}]", "ops/observe_firebase_events",
+                       _file("ops/observe_firebase_events", dataset=dataset, table=source.table))
+        else:
+            yield stmt(f"ops/observe_latest_timestamp[{dataset}.{source.table}]", "ops/observe_latest_timestamp",
+                       _file("ops/observe_latest_timestamp", dataset=dataset, table=source.table, ts_column=source.ts_column))
 
 
 # Shapes of PostHog's sessions export the sessions MERGE is built for.
@@ -587,7 +602,7 @@ FRAGMENT_OF = {
     "posthog/select_no_export": "posthog/sessions_merge",
     "mixpanel/match_window_starts": "load merge #1 mixpanel.anomalies mixpanel_data.event_anomalies",
 }
-WAREHOUSE_SQL_DOMAINS = ("mixpanel", "cohorts", "posthog")
+WAREHOUSE_SQL_DOMAINS = ("mixpanel", "cohorts", "posthog", "ops")
 
 
 def uncovered_sql_files(statements: Sequence[GateStatement]) -> list[str]:

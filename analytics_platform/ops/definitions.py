@@ -1,5 +1,5 @@
 """Operations: the run-failure Slack alert, the freshness checks, the sensor that evaluates
-them and the sensor that posts freshness episodes (the ``slack`` resource comes from the top
+them, the sensor that posts freshness episodes, the observation of the external sources (the ``slack`` resource comes from the top
 level)."""
 
 import warnings
@@ -7,6 +7,7 @@ import warnings
 import dagster as dg
 
 from analytics_platform.ops.freshness import FRESHNESS_CHECKS
+from analytics_platform.ops.observations import external_sources_observation
 from analytics_platform.ops.sensors import freshness_slack_alert, run_failure_slack_alert
 
 # Dagster's freshness sensor: evaluates a check that never ran, a passed one whose
@@ -26,5 +27,5 @@ with warnings.catch_warnings():
 
 defs = dg.Definitions(
     asset_checks=FRESHNESS_CHECKS,
-    sensors=[run_failure_slack_alert, freshness_checks_sensor, freshness_slack_alert],
+    sensors=[run_failure_slack_alert, freshness_checks_sensor, freshness_slack_alert, external_sources_observation],
 )
