@@ -48,22 +48,33 @@ def with_code_references(assets: list, git_url: str | None, git_ref: str) -> lis
     )
 
 
-_merged = dg.Definitions.merge(
-    mixpanel.defs,
-    cohorts.defs,
-    posthog.defs,
-    engagement.defs,
-    kpis.defs,
-    ops.defs,
-    dg.Definitions(resources=build_resources(), executor=dg.in_process_executor),
-)
-_settings = get_settings()
-defs = dg.Definitions(
-    assets=with_code_references(list(_merged.assets or []), _settings.code_references_git_url, _settings.code_references_git_ref),
-    asset_checks=_merged.asset_checks,
-    jobs=_merged.jobs,
-    schedules=_merged.schedules,
-    sensors=_merged.sensors,
-    resources=_merged.resources,
-    executor=_merged.executor,
-)
+def merged_definitions() -> dg.Definitions:
+    """The six domains' definitions with the resources and the executor (no code references)."""
+    return dg.Definitions.merge(
+        mixpanel.defs,
+        cohorts.defs,
+        posthog.defs,
+        engagement.defs,
+        kpis.defs,
+        ops.defs,
+        dg.Definitions(resources=build_resources(), executor=dg.in_process_executor),
+    )
+
+
+def build_definitions() -> dg.Definitions:
+    """The code location's ``Definitions``: every asset with its code references."""
+    merged, settings = merged_definitions(), get_settings()
+    return dg.Definitions(
+        assets=with_code_references(
+            list(merged.assets or []), settings.code_references_git_url, settings.code_references_git_ref
+        ),
+        asset_checks=merged.asset_checks,
+        jobs=merged.jobs,
+        schedules=merged.schedules,
+        sensors=merged.sensors,
+        resources=merged.resources,
+        executor=merged.executor,
+    )
+
+
+defs = build_definitions()

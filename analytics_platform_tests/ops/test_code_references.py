@@ -38,7 +38,7 @@ def test_every_computed_asset_points_at_its_definition_locally():
 
 def test_with_a_git_url_references_link_to_the_repository():
     url, ref = "https://github.com/acme/analytics-platform", "0123abc"
-    linked = D.with_code_references(list(D._merged.assets or []), url, ref)
+    linked = D.with_code_references(list(D.merged_definitions().assets or []), url, ref)
     refs = _references(linked)
     assert refs and all(meta is not None for meta in refs.values())
     for key, meta in refs.items():
