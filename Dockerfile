@@ -30,10 +30,11 @@ RUN pip install . "dagster-k8s>=0.29,<0.30"
 COPY config ./config
 COPY workspace.yaml ./
 
-# The instance: PostgreSQL storage from DAGSTER_PG_*, the run queue with the Mixpanel
-# tag limits, run retries (see docs/operations.md).
+# The production instance (dagster.prod.yaml): PostgreSQL storage from DAGSTER_PG_*, compute
+# logs in the GCS bucket DAGSTER_COMPUTE_LOGS_BUCKET, the run queue with the Mixpanel tag
+# limits, run retries (see docs/operations.md). (./dagster.yaml is the local instance.)
 RUN mkdir -p "$DAGSTER_HOME"
-COPY dagster.yaml ${DAGSTER_HOME}/dagster.yaml
+COPY dagster.prod.yaml ${DAGSTER_HOME}/dagster.yaml
 
 RUN useradd --create-home --uid 10001 dagster \
     && chown -R dagster "$DAGSTER_HOME"

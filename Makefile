@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 
 install: $(VENV)/.installed
 
-# The local instance uses the repository's dagster.yaml: SQLite storage under DAGSTER_HOME
-# (no service needed) unless DAGSTER_PG_HOST is set; the same queued-run limits as prod.
+# The local instance file dagster.yaml (plain Dagster configuration): SQLite storage under
+# DAGSTER_HOME (no service needed), the same run queue, limits and retries as the
+# production instance dagster.prod.yaml.
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@

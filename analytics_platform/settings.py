@@ -198,14 +198,18 @@ class Settings:
     metrics_use_bayesian: bool = var("METRICS_USE_BAYESIAN", False, _bool)
     metrics_churn_horizon_days: float = var("METRICS_CHURN_HORIZON_DAYS", 14.0, _float)
     dagster_webserver_url: str = var("DAGSTER_WEBSERVER_URL", "http://localhost:3000", _url)
+    # Code references in the UI link to this repository (web URL) at this branch/tag/commit
+    code_references_git_url: Optional[str] = var("CODE_REFERENCES_GIT_URL", None, _url)
+    code_references_git_ref: str = var("CODE_REFERENCES_GIT_REF", "main")
     analytics_start_date: str = var("ANALYTICS_START_DATE", "2024-01-01", _date)
-    # Dagster instance storage (dagster.yaml): PostgreSQL when DAGSTER_PG_HOST is set
+    # The production Dagster instance (dagster.prod.yaml reads these as env references)
     dagster_home: Optional[str] = var("DAGSTER_HOME")
     dagster_pg_host: Optional[str] = var("DAGSTER_PG_HOST")
     dagster_pg_port: int = var("DAGSTER_PG_PORT", 5432, _int)
     dagster_pg_username: Optional[str] = var("DAGSTER_PG_USERNAME")
     dagster_pg_password: Optional[str] = var("DAGSTER_PG_PASSWORD", secret=True)
     dagster_pg_db: Optional[str] = var("DAGSTER_PG_DB")
+    dagster_compute_logs_bucket: Optional[str] = var("DAGSTER_COMPUTE_LOGS_BUCKET")
 
     def __post_init__(self) -> None:
         """Derived defaults, declared once (also for a ``Settings(...)`` built by hand)."""

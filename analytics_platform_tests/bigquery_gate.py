@@ -264,7 +264,6 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     # mixpanel/checks.py
     "mixpanel/check_duplicate_event_ids": {"date_from": DAY, "date_to": DAY},
     "mixpanel/check_null_timestamps": {"date_from": DAY, "date_to": DAY},
-    "mixpanel/check_current_day": {"today": DAY},
     # mixpanel/store.py (ingestion)
     "mixpanel/insert_new_events": {"date_from": DAY, "date_to": DAY},
     "mixpanel/insert_unparsable_events": {"date_from": DAY, "date_to": DAY},
@@ -284,6 +283,9 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     "cohorts/mark_synced": {"synced_at": NOW, "ids": ["u1", "u2"]},
     "cohorts/delete_temp_users": {"ids": ["u1"]},
     "cohorts/summary_sent": {"process_name": "state_loss_temp_users", "step": "summary", "day": DAY.isoformat()},
+    # ops/observations.py (external sources observed)
+    "ops/observe_latest_timestamp": {"since": NOW, "until": NOW},
+    "ops/observe_firebase_events": {"since": NOW, "until": NOW},
     # posthog/assets.py
     "posthog/sessions_event_stats": {"range_start": NOW, "range_end": NOW},
     "posthog/sessions_partition_stats": {"first_day": DAY, "last_day": DAY},
@@ -355,7 +357,7 @@ def _sql_file_statements() -> Iterator[GateStatement]:
     # mixpanel
     anomalies = dict(dataset=MIXPANEL_DS, anomalies=M.ANOMALIES_TABLE)
     for name in ("window_counts", "window_samples", "check_duplicate_event_ids", "check_null_timestamps",
-                 "check_current_day", "delete_uncollected_events", "partition_counts", "table_row_count"):
+                 "delete_uncollected_events", "partition_counts", "table_row_count"):
         yield stmt(f"mixpanel/{name}", f"mixpanel/{name}", _file(f"mixpanel/{name}", **_MIXPANEL_IDS))
     yield stmt("mixpanel/table_row_count[anomalies]", "mixpanel/table_row_count",
                _file("mixpanel/table_row_count", dataset=MIXPANEL_DS, table=M.ANOMALIES_TABLE))
@@ -414,6 +416,18 @@ def _sql_file_statements() -> Iterator[GateStatement]:
     for name in ("sessions_partition_stats", "sessions_table_stats", "persons_stats"):
         yield stmt(f"posthog/{name}", f"posthog/{name}", _file(f"posthog/{name}", **agg))
     yield from _sessions_merge_statements()
+
+    # ops: the external sources' newest record (ops/observations.py, one statement per source)
+    from analytics_platform.ops.observations import SOURCES
+
+    for source in SOURCES:
+        dataset = POSTHOG_DS if source.dataset_setting == "posthog_dataset_id" else FIREBASE_DS
+        if source.ts_column is None:
+            yield stmt(f"ops/observe_firebase_events[{dataset}.{source.table}]", "ops/observe_firebase_events",
+                       _file("ops/observe_firebase_events", dataset=dataset, table=source.table))
+        else:
+            yield stmt(f"ops/observe_latest_timestamp[{dataset}.{source.table}]", "ops/observe_latest_timestamp",
+                       _file("ops/observe_latest_timestamp", dataset=dataset, table=source.table, ts_column=source.ts_column))
 
 
 def _batch_write_statements(tables: Mapping[tuple[str, str], Schema]) -> Iterator[GateStatement]:
@@ -703,7 +717,7 @@ FRAGMENT_OF = {
     "posthog/properties_from_string": "posthog/sessions_merge",
     "mixpanel/match_window_starts": "load merge #1 mixpanel.anomalies mixpanel_data.event_anomalies",
 }
-WAREHOUSE_SQL_DOMAINS = ("mixpanel", "cohorts", "posthog")
+WAREHOUSE_SQL_DOMAINS = ("mixpanel", "cohorts", "posthog", "ops")
 
 
 def uncovered_sql_files(statements: Sequence[GateStatement]) -> list[str]:

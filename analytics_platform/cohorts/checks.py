@@ -1,5 +1,9 @@
 """Asset checks of the cohorts domain (the active-yesterday check is emitted by the
-``peerplay/state_loss_temp_users`` asset itself, since it needs that run's ``as_of``)."""
+``peerplay/state_loss_temp_users`` asset itself, since it needs that run's ``as_of``).
+
+``distinct_id_unique_not_null`` is blocking: it guards a side effect downstream in the same
+run (the Mixpanel marking of ``mixpanel/state_loss_temp_user_cohort``), so when it fails the
+marking step does not run and no profile is touched."""
 
 
 import dagster as dg
@@ -13,8 +17,9 @@ from analytics_platform.settings import get_settings
 @dg.asset_check(
     asset=TEMP_USERS_KEY,
     name="distinct_id_unique_not_null",
-    description="Every temp user appears once, with a non-empty distinct_id.",
-    blocking=False,
+    description="Every temp user appears once, with a non-empty distinct_id (blocking: a failure "
+    "stops the Mixpanel marking in the same run).",
+    blocking=True,
 )
 def distinct_id_unique_not_null(warehouse: Warehouse) -> dg.AssetCheckResult:
     store = CohortStore(warehouse, get_settings())

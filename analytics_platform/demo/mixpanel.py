@@ -135,7 +135,7 @@ def steps(ctx: DemoContext) -> list[DemoStep]:
             description=f"ingest {days[0]}..{days[-1]} in one run (one export query)",
             planted=(
                 "malformed export lines (not JSON, no event, no time) are quarantined in mixpanel_data.mixpanel_events_rejected",
-                "the demo's days are in 2024: the WARN check current_day_fresh fails (today's partition is never refreshed here)",
+                "the demo's days are in 2024: the check freshness fails as a WARN, never fresh on this instance (no alert)",
             ),
         ),
         DemoStep(

@@ -3,26 +3,23 @@
 The uniqueness and NULL checks examine the days the latest ingestion wrote: the latest
 materialized partition and the ``MIXPANEL_LATE_DAYS`` days before it (the window the
 15-minute refresh and the late sweep rewrite) — bounded, so they stay cheap on BigQuery.
+Freshness (the current day refreshed within 45 minutes) is evaluated on its own sensor:
+``analytics_platform/ops/freshness.py``.
 """
 
 import datetime as dt
-from typing import Optional
 
 import dagster as dg
 
-from analytics_platform.common import UTC, partition_day, to_int, utc_now
+from analytics_platform.common import partition_day, to_int, utc_now
 from analytics_platform.mixpanel import rules as R
 from analytics_platform.mixpanel.assets import EVENTS_KEY
 from analytics_platform.mixpanel.tables import EXPORT_LOG_TABLE
 from analytics_platform.resources.warehouse import Warehouse
 from analytics_platform.settings import get_settings
 
-# The current day's partition must have been refreshed within this many minutes
-# (three 15-minute refresh intervals).
-FRESHNESS_MINUTES = 45
 
-
-def _latest_partition(instance: dg.DagsterInstance) -> Optional[dt.date]:
+def _latest_partition(instance: dg.DagsterInstance) -> dt.date | None:
     event = instance.get_latest_materialization_event(EVENTS_KEY)
     mat = event.asset_materialization if event else None
     if mat is None or not mat.partition:
@@ -91,38 +88,6 @@ def event_timestamp_not_null(context: dg.AssetCheckExecutionContext, warehouse: 
     )
 
 
-@dg.asset_check(
-    asset=EVENTS_KEY,
-    name="current_day_fresh",
-    description=f"The current UTC day's partition was refreshed within the last {FRESHNESS_MINUTES} minutes.",
-)
-def current_day_fresh(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
-    s = get_settings()
-    now = utc_now()
-    today = now.date()
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=EVENTS_KEY, asset_partitions=[today.isoformat()]), limit=1
-    ).records
-    last = dt.datetime.fromtimestamp(records[0].timestamp, tz=UTC) if records else None
-    age = (now - last).total_seconds() / 60 if last else None
-    metadata = {
-        "today": today.isoformat(),
-        "last_refresh": last.isoformat() if last else "never",
-        "minutes_since_refresh": round(age, 1) if age is not None else -1,
-        "allowed_minutes": FRESHNESS_MINUTES,
-    }
-    if _table_exists(warehouse):
-        row = warehouse.run_file(
-            "mixpanel/check_current_day", {"today": today}, dataset=s.bigquery_dataset, table=s.bigquery_table
-        ).iloc[0]
-        metadata["rows_today"] = to_int(row["rows_today"])
-    return dg.AssetCheckResult(
-        passed=age is not None and age <= FRESHNESS_MINUTES,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata=metadata,
-    )
-
-
 # The completeness check looks at the days of the export log within this many days.
 COMPLETENESS_DAYS = 14
 
@@ -182,4 +147,4 @@ def late_rows_within_threshold(context: dg.AssetCheckExecutionContext, warehouse
     )
 
 
-ASSET_CHECKS = [event_id_unique, event_timestamp_not_null, current_day_fresh, late_rows_within_threshold]
+ASSET_CHECKS = [event_id_unique, event_timestamp_not_null, late_rows_within_threshold]

@@ -1,4 +1,5 @@
-"""Run-failure alert: one Slack message per failed run of any job in this code location.
+"""Run-failure alert: one Slack message per failed run of any job in this code location;
+freshness alert: one message per freshness episode (stale, then fresh again).
 
 Dagster's run status sensors keep a cursor (the last run-failure event they processed), so
 each failed run is reported once, also across daemon restarts.  The very first tick only
@@ -11,9 +12,23 @@ one message, not one per attempt.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 import dagster as dg
 
-from analytics_platform.ops.alerts import RunFailure, format_run_failure, scrub, summarize_error
+from analytics_platform.common import UTC
+from analytics_platform.ops.alerts import (
+    EpisodeState,
+    RunFailure,
+    advance_episode,
+    after_delivery,
+    format_freshness_message,
+    format_run_failure,
+    scrub,
+    summarize_error,
+)
+from analytics_platform.ops.freshness import FRESHNESS_CHECK_KEYS, has_been_fresh
 from analytics_platform.resources.slack import SlackService
 from analytics_platform.settings import get_settings, redact
 
@@ -94,3 +109,85 @@ def run_failure_slack_alert(context: dg.RunFailureSensorContext, slack: SlackSer
             f"Run-failure alert for run {failure.run_id} not delivered to Slack: {delivery.error}"
         )
     context.log.info(f"Run-failure alert for run {failure.run_id} sent to {delivery.destination}")
+
+
+# ----------------------------------------------------------------------------- freshness
+FRESHNESS_CURSOR_VERSION = 1
+
+
+def _load_episodes(cursor: str | None) -> dict[str, EpisodeState]:
+    if not cursor:
+        return {}
+    try:
+        data = json.loads(cursor)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict) or data.get("v") != FRESHNESS_CURSOR_VERSION:
+        return {}
+    return {k: EpisodeState.from_dict(v) for k, v in (data.get("checks") or {}).items()}
+
+
+def _dump_episodes(episodes: dict[str, EpisodeState]) -> str:
+    return json.dumps({"v": FRESHNESS_CURSOR_VERSION, "checks": {k: s.to_dict() for k, s in sorted(episodes.items())}})
+
+
+def _latest_completed(instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]):
+    summaries = instance.event_log_storage.get_asset_check_summary_records(keys)
+    return {key: getattr(summaries.get(key), "last_completed_check_execution_record", None) for key in keys}
+
+
+def asset_url(webserver_url: str, key: dg.AssetKey) -> str:
+    return f"{webserver_url.rstrip('/')}/assets/{'/'.join(key.path)}?view=checks"
+
+
+@dg.sensor(
+    name="freshness_slack_alert",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Posts one Slack message when an asset that has been fresh on this instance "
+    "goes stale (its freshness check fails) and one when it is fresh again; never-fresh "
+    "assets (WARN) post nothing.",
+)
+def freshness_slack_alert(context: dg.SensorEvaluationContext, slack: SlackService) -> dg.SkipReason:
+    """Read the latest evaluation of every freshness check, advance each check's episode
+    (kept in the cursor) and deliver the messages the transitions call for.  A message that
+    is not delivered stays pending in the cursor and is retried on the next ticks (given up
+    after a few permanent errors), so one episode is one message."""
+    episodes = _load_episodes(context.cursor)
+    webserver = get_settings().dagster_webserver_url
+    sent, changed = [], []
+    for key, record in _latest_completed(context.instance, FRESHNESS_CHECK_KEYS).items():
+        name = key.to_user_string()
+        state = episodes.get(name, EpisodeState())
+        evaluation = record.event.asset_check_evaluation if record is not None and record.event else None
+        if evaluation is not None and record.id > state.last_record_id:
+            before = state.status
+            state = advance_episode(
+                state,
+                record.id,
+                passed=evaluation.passed,
+                has_been_fresh=has_been_fresh(evaluation),
+                at=dt.datetime.fromtimestamp(record.event.timestamp, tz=UTC).isoformat(),
+                description=evaluation.description or "",
+            )
+            if state.status != before:
+                changed.append(f"{name}: {before} -> {state.status}")
+        if state.pending:
+            text, blocks = format_freshness_message(key.asset_key.to_user_string(), state, asset_url(webserver, key.asset_key))
+            delivery = slack.post_message(text, blocks=blocks)
+            kind = state.pending
+            state, gave_up = after_delivery(state, delivery.delivered, getattr(delivery, "permanent", False))
+            if delivery.delivered:
+                sent.append(f"{kind} {name}")
+                context.log.info(f"Freshness alert ({kind}) for {name} sent to {delivery.destination}")
+            elif gave_up:
+                context.log.error(f"Freshness alert ({kind}) for {name} given up: {delivery.error}")
+            else:
+                context.log.warning(f"Freshness alert ({kind}) for {name} not delivered, retried next tick: {delivery.error}")
+        episodes[name] = state
+    context.update_cursor(_dump_episodes(episodes))
+    if sent:
+        return dg.SkipReason(f"sent: {', '.join(sent)}")
+    return dg.SkipReason(
+        f"no freshness transition to announce ({'; '.join(changed) if changed else 'no new evaluation'})"
+    )

@@ -18,8 +18,9 @@ PERSON_CHECK_NON_NEGATIVE = "non_negative_counts"
 
 def sessions_check_specs(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [
-        dg.AssetCheckSpec(CHECK_UNIQUE, asset=asset, description="Each session_id appears once per session_date partition and is never NULL."),
-        dg.AssetCheckSpec(CHECK_UNIQUE_TABLE, asset=asset, description="Each session_id appears once in the whole table (a session moved to an earlier day by a late event is not left under the later day)."),
+        # blocking: a failure stops posthog_aggregated/persons (rebuilt from these rows) in the same run
+        dg.AssetCheckSpec(CHECK_UNIQUE, asset=asset, blocking=True, description="Each session_id appears once per session_date partition and is never NULL (blocking: persons are not rebuilt from duplicated sessions)."),
+        dg.AssetCheckSpec(CHECK_UNIQUE_TABLE, asset=asset, blocking=True, description="Each session_id appears once in the whole table (a session moved to an earlier day by a late event is not left under the later day; blocking: persons never count a session twice)."),
         dg.AssetCheckSpec(CHECK_ORDER, asset=asset, description="session_end >= session_start (both set) on every row."),
         dg.AssetCheckSpec(CHECK_NON_NEGATIVE, asset=asset, description="Counts and duration are >= 0; max_scroll_depth within [0, 1]."),
     ]

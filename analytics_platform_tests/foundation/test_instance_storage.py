@@ -1,26 +1,33 @@
-"""The repository's dagster.yaml: SQLite with nothing set, PostgreSQL from DAGSTER_PG_*,
-and a clear failure in prod without PostgreSQL."""
+"""The Dagster instance files are plain dagster.yaml, and the package uses no private Dagster
+module.
+
+* ./dagster.yaml, the local instance (`make demo` / `make dev` copy it to $DAGSTER_HOME):
+  Dagster's default SQLite storage under DAGSTER_HOME, the run queue and its limits.
+* ./dagster.prod.yaml, the production instance (the image's $DAGSTER_HOME/dagster.yaml):
+  PostgreSQL from DAGSTER_PG_* (a missing variable fails naming it), compute logs in GCS.
+* Both say the same about the run queue, pools, retries, monitoring, schedules, sensors.
+"""
 
 from __future__ import annotations
 
+import ast
 import shutil
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
+import yaml
 from dagster import DagsterInstance
-from dagster._core.instance.ref import InstanceRef
-
-from analytics_platform.settings import SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
+LOCAL_YAML, PROD_YAML = REPO / "dagster.yaml", REPO / "dagster.prod.yaml"
+SHARED_SECTIONS = ("concurrency", "run_retries", "run_monitoring", "schedules", "sensors", "telemetry")
 
 
-def _instance_from_repo_yaml(tmp_path: Path) -> DagsterInstance:
+def _home_with(tmp_path: Path, source: Path) -> Path:
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    return DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    shutil.copy(source, home / "dagster.yaml")
+    return home
 
 
 def _clear_pg_env(monkeypatch):
@@ -28,41 +35,79 @@ def _clear_pg_env(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def test_local_default_is_sqlite_under_the_data_dir(tmp_path, monkeypatch):
+def test_local_instance_is_sqlite_under_dagster_home_with_the_run_queue(tmp_path, monkeypatch):
     _clear_pg_env(monkeypatch)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.setenv("ANALYTICS_ENV", "local")
-    monkeypatch.setenv("ANALYTICS_DATA_DIR", str(tmp_path / "data"))
-    with _instance_from_repo_yaml(tmp_path) as instance:
+    home = _home_with(tmp_path, LOCAL_YAML)
+    with DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
-        assert (tmp_path / "data" / "dagster_home" / "history").exists()
-        # the queued run coordinator and its Mixpanel limits come from the same file
+        assert (home / "history").exists()
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert {"key": "analytics_platform/mixpanel_export", "limit": 2} in limits
+        assert instance.run_retries_enabled
 
 
-def test_prod_without_postgres_fails_naming_the_variables(tmp_path, monkeypatch):
+def test_local_and_production_instances_agree_on_everything_but_storage():
+    local, prod = yaml.safe_load(LOCAL_YAML.read_text()), yaml.safe_load(PROD_YAML.read_text())
+    assert {k: local.get(k) for k in SHARED_SECTIONS} == {k: prod.get(k) for k in SHARED_SECTIONS}
+    assert set(local) == set(SHARED_SECTIONS)  # the local file: no storage, no compute logs (defaults)
+    assert set(prod) == set(SHARED_SECTIONS) | {"storage", "compute_logs"}
+
+
+def test_production_instance_without_postgres_fails_naming_the_variable(tmp_path, monkeypatch):
     _clear_pg_env(monkeypatch)
-    monkeypatch.setenv("ANALYTICS_ENV", "prod")
-    with pytest.raises(SettingsError, match="DAGSTER_PG_HOST"):
-        with _instance_from_repo_yaml(tmp_path) as instance:
+    home = _home_with(tmp_path, PROD_YAML)
+    with pytest.raises(Exception, match="DAGSTER_PG_HOST"):
+        with DagsterInstance.from_config(str(home)) as instance:
             instance.run_storage  # noqa: B018
 
 
-def test_postgres_storage_from_environment(tmp_path, monkeypatch, postgres_url):
+def test_production_storage_is_postgres_from_environment(tmp_path, monkeypatch, postgres_url):
+    import sqlalchemy as sa
+
     url = sa.engine.make_url(postgres_url)
     _clear_pg_env(monkeypatch)
-    monkeypatch.setenv("ANALYTICS_ENV", "prod")
     monkeypatch.setenv("DAGSTER_PG_HOST", url.host or "127.0.0.1")
     monkeypatch.setenv("DAGSTER_PG_PORT", str(url.port or 5432))
     monkeypatch.setenv("DAGSTER_PG_USERNAME", url.username)
-    if url.password:
-        monkeypatch.setenv("DAGSTER_PG_PASSWORD", url.password)
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", url.password or "")
     monkeypatch.setenv("DAGSTER_PG_DB", url.database)
-    with _instance_from_repo_yaml(tmp_path) as instance:
+    config = yaml.safe_load(PROD_YAML.read_text())
+    del config["compute_logs"]  # GCS: exercised in ops/test_instance_yaml.py with a GCS emulator
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    with DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-        # the serialised ref (what run workers get) rebuilds the same storage
+        # the serialised ref (what run workers get) keeps the password an env reference
         ref = instance.get_ref()
+        assert (url.password or "\0") not in str(ref.storage_data.config_yaml)
         with DagsterInstance.from_ref(ref) as again:
             assert type(again.run_storage).__name__ == "PostgresRunStorage"
+
+
+def _private_imports(source: str, label: str) -> list[str]:
+    """``dagster._x`` / ``dagster_*._x`` / ``dagster_shared`` imports of one module."""
+    found = []
+    for node in ast.walk(ast.parse(source, label)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "dagster" or parts[0].startswith("dagster_"):
+                if any(p.startswith("_") for p in parts[1:]) or parts[0] == "dagster_shared":
+                    found.append(f"{label}:{node.lineno}: {name}")
+    return found
+
+
+def test_the_package_imports_no_private_dagster_module():
+    modules = sorted((REPO / "analytics_platform").rglob("*.py"))
+    assert len(modules) > 30
+    hits = [hit for m in modules for hit in _private_imports(m.read_text(), str(m.relative_to(REPO)))]
+    assert hits == []
+    # the check sees what it looks for
+    sample = "from dagster._core.test_utils import freeze_time\nimport dagster_shared.seven\nimport dagster as dg\n"
+    assert len(_private_imports(sample, "sample.py")) == 3

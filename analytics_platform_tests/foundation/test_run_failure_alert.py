@@ -99,8 +99,7 @@ def test_undelivered_alert_fails_the_tick_without_repeating(env, slack_stub):
 
 
 def test_sensor_is_registered_and_needs_the_slack_resource():
-    (sensor,) = ops_defs.sensors
-    assert sensor.name == "run_failure_slack_alert"
+    sensor = next(s for s in ops_defs.sensors if s.name == "run_failure_slack_alert")
     assert "slack" in sensor.required_resource_keys
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 

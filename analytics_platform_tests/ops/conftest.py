@@ -4,8 +4,8 @@
 ``local_platform`` gives a fresh local-default environment (temp DAGSTER_HOME with the
 `make dev` instance, temp ANALYTICS_DATA_DIR holding a copy of the demo data);
 ``dagster_dev`` runs `dagster dev -w workspace.yaml` (webserver + daemon) on one such
-environment whose DAGSTER_HOME holds the repository's dagster.yaml (production run queue
-and limits; SQLite storage since DAGSTER_PG_HOST is unset) for the ops tests (package scope: stopped after the last of them), with every
+environment whose DAGSTER_HOME holds the repository's local instance dagster.yaml (the
+production run queue and limits; SQLite storage) for the ops tests (package scope: stopped after the last of them), with every
 schedule and sensor stopped first so that only the tests' own runs touch the data.
 """
 
@@ -141,7 +141,7 @@ def stop_all_automation(platform: LocalPlatform) -> list[str]:
 
 @pytest.fixture(scope="package")  # stopped after the last ops test, not at the end of the whole suite
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory, seeded_data: Path, e2e_asset: tuple[str, str]) -> Iterator[tuple[harness.DagsterDev, LocalPlatform]]:
-    # The repository's dagster.yaml (storage: SQLite under DAGSTER_HOME without DAGSTER_PG_HOST),
+    # The repository's local instance dagster.yaml (SQLite storage under DAGSTER_HOME),
     # so the daemon applies the production run-queue limits to the tests' runs.
     platform = _platform(tmp_path_factory.mktemp("ops-dev"), seeded_data, e2e_asset, repo_instance=True)
     stop_all_automation(platform)

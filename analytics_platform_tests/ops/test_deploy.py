@@ -123,7 +123,7 @@ def values() -> dict:
 
 @pytest.fixture(scope="module")
 def instance_yaml() -> dict:
-    return yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    return yaml.safe_load((ROOT / "dagster.prod.yaml").read_text())  # the image's instance
 
 
 def _cmd(dockerfile: list[Instruction]) -> list[str]:
@@ -180,7 +180,7 @@ def test_dockerignore_keeps_local_state_and_tests_out() -> None:
                 "analytics_platform_tests/conftest.py", "analytics_platform/__pycache__/x.pyc", ".env"):
         assert ignored(rel, patterns), f"{rel} would be sent to the docker daemon"
     for rel in ("analytics_platform/definitions.py", "analytics_platform/sql/posthog/sessions_merge.sql",
-                "config/events_config.json", "dagster.yaml", "pyproject.toml"):
+                "config/events_config.json", "dagster.prod.yaml", "pyproject.toml"):
         assert not ignored(rel, patterns), f"{rel} is excluded but the image needs it"
 
 
@@ -189,7 +189,7 @@ def test_instance_yaml_in_dagster_home(dockerfile) -> None:
     home = env.get("DAGSTER_HOME")
     assert home and home.startswith("/"), "DAGSTER_HOME must be set to an absolute path"
     dests = {expand(dest, env).rstrip("/"): srcs for srcs, dest in copies(dockerfile)}
-    assert dests.get(f"{home}/dagster.yaml") == ["dagster.yaml"], f"dagster.yaml is not copied to {home}: {dests}"
+    assert dests.get(f"{home}/dagster.yaml") == ["dagster.prod.yaml"], f"dagster.prod.yaml is not copied to {home}: {dests}"
     assert env.get("ANALYTICS_ENV") == "prod", "the production image must not fall back to local stand-ins"
     user = [i.args for i in dockerfile if i.name == "USER"]
     assert user and user[-1] not in ("root", "0"), "the image should not run as root"
@@ -396,3 +396,16 @@ def test_deploy_readme_creates_every_production_secret() -> None:
     text = (ROOT / "deploy" / "README.md").read_text()
     for name in SECRET_VARIABLES:
         assert name in text, f"deploy/README.md does not say where {name} comes from"
+
+
+def test_values_send_compute_logs_to_the_same_gcs_bucket(values, instance_yaml) -> None:
+    """Production compute logs go to GCS, in the chart's instance as in the image's."""
+    logs = instance_yaml["compute_logs"]
+    assert (logs["module"], logs["class"]) == ("dagster_gcp.gcs.compute_log_manager", "GCSComputeLogManager")
+    chart = values["computeLogManager"]
+    assert chart["type"] == "GCSComputeLogManager"
+    gcs = chart["config"]["gcsComputeLogManager"]
+    assert gcs["bucket"] == logs["config"]["bucket"] == {"env": "DAGSTER_COMPUTE_LOGS_BUCKET"}
+    assert gcs["prefix"] == logs["config"]["prefix"]
+    configmap = yaml.safe_load(CONFIGMAP.read_text())["data"]
+    assert configmap.get("DAGSTER_COMPUTE_LOGS_BUCKET"), "the bucket variable is not in the ConfigMap"

@@ -1,10 +1,13 @@
-"""The repository's dagster.yaml (the production instance) exercised on a real PostgreSQL.
+"""The production instance (./dagster.prod.yaml, the image's dagster.yaml) exercised on a
+real PostgreSQL and a GCS emulator.
 
-DAGSTER_HOME holds an unmodified copy of ./dagster.yaml; DAGSTER_PG_* point at a fresh
-database on the session's PostgreSQL (its storage section picks PostgreSQL when
-DAGSTER_PG_HOST is set).  A partition is materialized with the CLI, and the
-run, its event log and the asset index must be in PostgreSQL (not in SQLite files under
-DAGSTER_HOME); the run queue, its Mixpanel tag limits and run retries are what the file says.
+DAGSTER_HOME holds an unmodified copy of ./dagster.prod.yaml; DAGSTER_PG_* point at a fresh
+database on the session's PostgreSQL; DAGSTER_COMPUTE_LOGS_BUCKET names a bucket of a local
+GCS API emulator (gcp-storage-emulator; google-cloud-storage talks to it through
+STORAGE_EMULATOR_HOST).  A partition is materialized with the CLI, and the run, its event
+log and the asset index must be in PostgreSQL (not in SQLite files under DAGSTER_HOME), the
+step's compute logs in the bucket; the run queue, its Mixpanel tag limits and run retries
+are what the file says.
 """
 
 from __future__ import annotations
@@ -19,7 +22,26 @@ import yaml
 
 from analytics_platform_tests.ops import harness
 
-REPO_YAML = harness.REPO_ROOT / "dagster.yaml"
+REPO_YAML = harness.REPO_ROOT / "dagster.prod.yaml"
+BUCKET = "analytics-compute-logs"
+
+
+@pytest.fixture
+def gcs_emulator():
+    """A GCS JSON API emulator (in memory) on a free port, with the compute-log bucket."""
+    import socket
+
+    from gcp_storage_emulator.server import create_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
 
 
 def _pg_env(app_db_url: str) -> dict[str, str]:
@@ -57,11 +79,14 @@ def test_dagster_yaml_has_no_literal_secret() -> None:
 
 
 @pytest.mark.timeout(600)
-def test_materialization_stored_in_postgres(local_platform, app_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_materialization_stored_in_postgres_with_compute_logs_in_gcs(
+    local_platform, app_db_url: str, gcs_emulator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pg = _pg_env(app_db_url)
+    gcs = {"DAGSTER_COMPUTE_LOGS_BUCKET": BUCKET, "STORAGE_EMULATOR_HOST": gcs_emulator, "GOOGLE_CLOUD_PROJECT": "test"}
     home = local_platform.dagster_home
     shutil.copyfile(REPO_YAML, home / "dagster.yaml")  # exactly the repository's file
-    env = {**local_platform.env, **pg}
+    env = {**local_platform.env, **pg, **gcs}
     key, partition = local_platform.asset_key, harness.DEMO_DATE
 
     argv = [
@@ -70,7 +95,7 @@ def test_materialization_stored_in_postgres(local_platform, app_db_url: str, mon
     ]
     harness.run_logged(argv, env, local_platform.log, 600)
 
-    for name, value in pg.items():  # the instance resolves its env: vars when loaded
+    for name, value in {**pg, **gcs}.items():  # the instance resolves its env: vars when loaded
         monkeypatch.setenv(name, value)
     instance = dg.DagsterInstance.from_config(str(home))
     try:
@@ -95,6 +120,7 @@ def test_materialization_stored_in_postgres(local_platform, app_db_url: str, mon
         assert pools.default_pool_limit == expected["concurrency"]["pools"]["default_limit"]
         assert instance.run_retries_enabled and instance.run_retries_max_retries == expected["run_retries"]["max_retries"]
         assert instance.run_monitoring_enabled
+        assert type(instance.compute_log_manager).__name__ == "GCSComputeLogManager"
     finally:
         instance.dispose()
 
@@ -118,5 +144,11 @@ def test_materialization_stored_in_postgres(local_platform, app_db_url: str, mon
     assert materializations == 1
     assert events > 5
     assert json.dumps(key.split("/")) in asset_keys or any(key.split("/")[-1] in k for k in asset_keys)
+    # The step's stdout/stderr are in the bucket, under the configured prefix.
+    from google.cloud import storage
+
+    prefix = yaml.safe_load(REPO_YAML.read_text())["compute_logs"]["config"]["prefix"]
+    blobs = [b.name for b in storage.Client().list_blobs(BUCKET)]
+    assert any(name.startswith(f"{prefix}/") and run.run_id in name for name in blobs), blobs
     # Nothing went to SQLite under DAGSTER_HOME.
     assert not list(home.rglob("*.db")), sorted(str(p) for p in home.rglob("*.db"))
