@@ -188,6 +188,7 @@ def materialize(
     config: Optional[dict] = None,
     with_persons: bool = False,
     tags: Optional[dict] = None,
+    raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
     """Materialize sessions (and optionally persons) like Dagster would for a run."""
     run_tags = dict(tags or {})
@@ -206,6 +207,7 @@ def materialize(
         resources={"warehouse": warehouse},
         tags=run_tags,
         instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
     )
 
 

@@ -146,14 +146,33 @@ def test_table_wide_check_fails_on_a_session_under_two_days(duck):
     cols = duck.table_columns(OUT, "sessions")
     types = dict(logic.SESSION_COLUMNS) | dict(logic.plan_carry(cols).columns)
     duck.load(copy, OUT, "sessions", [Column(c, types.get(c, "STRING")) for c in cols])
-    # a run of an unrelated day: each partition is clean, the table is not
-    result = materialize(duck, partition="2024-06-05")
+    # a run of an unrelated day: each partition is clean, the table is not; the check is
+    # blocking, so the run fails (persons would not be rebuilt from these rows)
+    result = materialize(duck, partition="2024-06-05", raise_on_error=False)
+    assert not result.success
     checks = _checks(result)
     assert checks["unique_session_id_per_partition"] is True
     assert checks["unique_session_id_table_wide"] is False
     [evaluation] = [c for c in result.get_asset_check_evaluations()
                     if c.check_name == "unique_session_id_table_wide"]
     assert evaluation.metadata["duplicate_session_ids"].value == 1
+
+
+def test_a_failed_table_wide_check_stops_persons_in_the_same_run(duck):
+    """Blocking: persons are not rebuilt from a table holding a session twice."""
+    assert materialize(duck, partition="2024-06-03").success
+    copy = read_sessions(duck, D)
+    copy = copy[copy["session_id"] == "S1"].copy()
+    copy["session_date"] = dt.date(2024, 6, 1)
+    cols = duck.table_columns(OUT, "sessions")
+    types = dict(logic.SESSION_COLUMNS) | dict(logic.plan_carry(cols).columns)
+    duck.load(copy, OUT, "sessions", [Column(c, types.get(c, "STRING")) for c in cols])
+    result = materialize(duck, partition="2024-06-05", with_persons=True, raise_on_error=False)
+    assert not result.success
+    materialized = {str(m.asset_key.to_user_string()) for m in result.get_asset_materialization_events()
+                    for m in [m.event_specific_data.materialization]}
+    assert "posthog_aggregated/persons" not in materialized
+    assert not duck.table_exists(OUT, "persons")  # the persons step never ran
 
 
 # --- 3. malformed STRING properties ------------------------------------------------------------
