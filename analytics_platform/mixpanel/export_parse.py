@@ -21,9 +21,11 @@ Memory is flat in the size of the file: at most one block and one output batch a
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, TypeVar
 
 import duckdb
 import numpy as np
@@ -311,6 +313,62 @@ class ExportParser:
             raw = pc.utf8_slice_codeunits(rej.column("raw_line"), 0, MAX_REJECTED_LINE_CHARS)
             rej = rej.set_column(rej.schema.get_field_index("raw_line"), "raw_line", raw)
         return ParsedBatch(events=events, rejected=rej)
+
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """``items`` produced by a background thread, at most ``depth`` ahead of the consumer.
+
+    The export parser and the warehouse insert both run in DuckDB, which releases the GIL:
+    with the parser one batch ahead, batch N+1 is parsed while batch N is inserted (the
+    two stages overlap on a second core).  Memory grows by ``depth`` batches, not with the
+    file.  An exception of the producer is raised in the consumer; when the consumer stops
+    early (its own exception), the producer stops at its next batch and is joined here,
+    so the caller may close what the producer uses right after.
+    """
+    q: "queue.Queue[tuple[int, object]]" = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    item_, end_, error_ = 0, 1, 2
+
+    def put(kind: int, value: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put((kind, value), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item_, item):
+                    return
+            put(end_, None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(error_, exc)
+
+    thread = threading.Thread(target=work, name="mixpanel-export-parse", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == item_:
+                yield value  # type: ignore[misc]
+            elif kind == end_:
+                return
+            else:
+                raise value  # type: ignore[misc]
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.05)
 
 
 def _empty_events() -> pa.Table:
