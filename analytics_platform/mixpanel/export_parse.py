@@ -144,9 +144,6 @@ def _dedup_first(table: pa.Table) -> tuple[pa.Table, int]:
     """Keep the first row (lowest line_no) per event_id; return (table, rows dropped)."""
     if table.num_rows == 0:
         return table, 0
-    distinct = pc.count_distinct(table.column("event_id")).as_py()
-    if distinct == table.num_rows:
-        return table, 0
     firsts = (
         table.select(["event_id", "line_no"])
         .group_by("event_id", use_threads=False)
@@ -154,6 +151,8 @@ def _dedup_first(table: pa.Table) -> tuple[pa.Table, int]:
         .column("line_no_min")
         .to_numpy()
     )
+    if len(firsts) == table.num_rows:  # no duplicate: nothing to copy
+        return table, 0
     # line_no is unique within a batch: a boolean lookup over its range marks the first
     # rows (a hash-based `is_in` over 200k values cost several times more).
     line_no = table.column("line_no").to_numpy()
@@ -185,6 +184,10 @@ class ExportParser:
         # 64-bit hashes of every kept event_id, to count duplicates across batches exactly
         # enough (a collision among 5M ids has probability ~1e-6) in flat, small memory.
         self._con.execute("CREATE TABLE seen_ids (h UBIGINT)")
+        # The batch stage (_finish, duplicates_total) has its own connection to the same
+        # database: with parse(background=True) it runs while the block stage queries.
+        self._ids = self._con.cursor()
+        self._active: Optional[Iterator] = None
         final = read_sql(_SQL + "final")
         limits = {"ms_threshold": str(MS_THRESHOLD), "max_time": str(MAX_TIME)}
         self._shape_sql = read_sql(_SQL + "shape")
@@ -196,10 +199,14 @@ class ExportParser:
 
     def duplicates_total(self) -> int:
         """Rows collapsed because their event_id appeared earlier in this export."""
-        seen, distinct = self._con.execute("SELECT count(*), count(DISTINCT h) FROM seen_ids").fetchone()
+        seen, distinct = self._ids.execute("SELECT count(*), count(DISTINCT h) FROM seen_ids").fetchone()
         return int(self.stats.duplicates_in_batches + seen - distinct)
 
     def close(self) -> None:
+        if self._active is not None:  # a background parse the caller left unfinished
+            self._active.close()
+            self._active = None
+        self._ids.close()
         self._con.close()
 
     def __enter__(self) -> "ExportParser":
@@ -254,9 +261,28 @@ class ExportParser:
             out = out.set_column(out.schema.get_field_index("raw_line"), "raw_line", raw)
         return out
 
-    def parse(self, path: Path | str) -> Iterator[ParsedBatch]:
-        """Yield batches of at most ``batch_rows`` parsed events (plus the rejected lines)."""
-        path = Path(path)
+    def parse(self, path: Path | str, *, background: bool = False) -> Iterator[ParsedBatch]:
+        """Yield batches of at most ``batch_rows`` parsed events (plus the rejected lines).
+
+        ``background=True``: the blocks are read and parsed by a background thread one
+        batch ahead (:func:`prefetch`), while the calling thread deduplicates the previous
+        batch and does whatever it does with it (the warehouse insert): both stages run
+        in DuckDB / Arrow, which release the GIL, so they overlap on a second core.  The
+        batches, their order and the counts are the same either way."""
+        raw = self._raw_batches(Path(path))
+        if background:
+            raw = prefetch(raw)
+            self._active = raw
+        try:
+            for pending, rejected in raw:
+                yield self._finish(pending, rejected)
+        finally:
+            if background:
+                raw.close()  # stops and joins the thread (also when the caller stopped early)
+                self._active = None
+
+    def _raw_batches(self, path: Path) -> Iterator[tuple[list[pa.Table], list[pa.Table]]]:
+        """(good rows, rejected rows) per batch, not deduplicated yet."""
         if not path.exists() or os.path.getsize(path) == 0:
             return
         line_no = 0
@@ -287,11 +313,11 @@ class ExportParser:
                 pending.append(good)
                 pending_rows += good.num_rows
             if pending_rows >= self.batch_rows:
-                yield self._finish(pending, rejected)
+                yield pending, rejected
                 pending, rejected, pending_rows = [], [], 0
         self.stats.blank_lines = line_no - self.stats.lines
         if pending or rejected:
-            yield self._finish(pending, rejected)
+            yield pending, rejected
 
     def _finish(self, pending: list[pa.Table], rejected: list[pa.Table]) -> ParsedBatch:
         if pending:
@@ -301,11 +327,11 @@ class ExportParser:
             table, dropped = _dedup_first(table)
             self.stats.duplicates_in_batches += dropped
             events = table.select(["line_no", *PARSED_COLUMNS])
-            self._con.register("kept", events.select(["event_id"]))
+            self._ids.register("kept", events.select(["event_id"]))
             try:
-                self._con.execute("INSERT INTO seen_ids SELECT hash(event_id) FROM kept")
+                self._ids.execute("INSERT INTO seen_ids SELECT hash(event_id) FROM kept")
             finally:
-                self._con.unregister("kept")
+                self._ids.unregister("kept")
         else:
             events = _empty_events()
         rej = pa.concat_tables(rejected) if rejected else _empty_rejected()

@@ -49,7 +49,7 @@ from analytics_platform.common import (
 )
 from analytics_platform.mixpanel import rules as R
 from analytics_platform.mixpanel.events_config import EventsConfig, events_config_from_settings
-from analytics_platform.mixpanel.export_parse import BATCH_ROWS, ExportParser, prefetch
+from analytics_platform.mixpanel.export_parse import BATCH_ROWS, ExportParser
 from analytics_platform.mixpanel.tables import (
     ANOMALIES_SCHEMA,
     ANOMALIES_TABLE,
@@ -240,7 +240,7 @@ def ingest_ranges(
             carry: Optional[dt.date] = None
             inserted_here = outside_here = 0
             with ExportParser(batch_rows=batch_rows) as parser:
-                for batch in prefetch(parser.parse(path)):  # parse N+1 while N is inserted
+                for batch in parser.parse(path, background=True):  # parse N+1 while N is inserted
                     ev = batch.events
                     if ev.num_rows:
                         dates = ev.column("event_date")
