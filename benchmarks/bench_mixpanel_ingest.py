@@ -1,12 +1,23 @@
 """mixpanel_ingest: Mixpanel export (stub server, HTTP, gzip) -> local DuckDB warehouse.
 
+Every variant reads the same served bytes in the same run:
+
 * ``platform``: ``analytics_platform.mixpanel.store.ingest_ranges`` — the export streamed
-  to a temp file, bulk-parsed with DuckDB's JSON functions in 200k-row batches, each batch
-  inserted with one ``INSERT ... WHERE NOT EXISTS`` (pruned to its event dates).
+  to a temp file, bulk-parsed with DuckDB's JSON functions in 200k-row batches (one batch
+  ahead in a background thread), each batch inserted with one ``INSERT ... WHERE NOT
+  EXISTS`` (pruned to its event dates).  It runs in a child process whose imports come
+  from this tree, or from ``MIXPANEL_BENCH_BEFORE`` for a ``platform_before`` variant
+  (before/after interleaved in the same run).
 * ``baseline``: what the old collector did — ``requests`` line iteration, one
   ``json.loads`` per line, and one INSERT per row (into the same kind of DuckDB table).
   It is slow, so by default it runs at ``min(scale, 100_000)`` events and its time is
   extrapolated linearly to ``scale`` (said in ``extra``).
+* ``json_batched``: the fair batched baseline — one ``json.loads`` per line, one bulk
+  insert per 200k-row batch (benchmarks/mixpanel_baselines.py).
+* ``orjson_arrow``: the best straightforward one — ``orjson`` per line and an Arrow batch
+  inserted into the same table with the platform's own dedup statement.
+* ``parse_only``: ``orjson.loads`` over the lines of the same (decompressed) file, nothing
+  stored: the parse limit.
 
 The export file (about 500 bytes per event, ``$insert_id`` on every event, 1% duplicated
 ids, a third of the times in milliseconds) is generated before timing starts.  The stub
@@ -303,11 +314,31 @@ def _baseline(url: str, scale: int, run_scale: int, workdir: Path) -> Measuremen
 VARIANTS = ("platform", "baseline", "json_batched", "orjson_arrow", "parse_only")
 
 
+def _ratios(ran: list[Measurement], round_no: int) -> None:
+    """Each variant against the same round's parse-only and orjson+Arrow runs, by wall
+    rate and by CPU rate (events per CPU-second: what the load does not distort)."""
+    ref = {m.variant: m for m in ran}
+    for m in ran:
+        m.extra["round"] = round_no
+        for name in ("parse_only", "orjson_arrow"):
+            r = ref.get(name)
+            if r is None or r is m:
+                continue
+            m.extra[f"vs_{name}"] = round(m.throughput / r.throughput, 2)
+            if m.extra.get("events_per_cpu_second") and r.extra.get("events_per_cpu_second"):
+                m.extra[f"vs_{name}_cpu"] = round(m.extra["events_per_cpu_second"] / r.extra["events_per_cpu_second"], 2)
+        vs = {k: v for k, v in m.extra.items() if k.startswith("vs_")}
+        if vs:
+            print(f"[{BENCH}] round {round_no} {m.variant} {m.scale:,}: {vs}", file=sys.stderr, flush=True)
+
+
 def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list[Measurement]:
     """Every variant on the same served bytes, in one run.  Environment knobs (optional):
     ``MIXPANEL_BENCH_VARIANTS`` (comma list, default all), ``MIXPANEL_BENCH_BEFORE`` (a
     source tree: its platform runs as ``platform_before``, interleaved with ``platform``),
-    ``MIXPANEL_BENCH_REPEATS`` (rounds of platform_before/platform, default 1)."""
+    ``MIXPANEL_BENCH_REPEATS`` (rounds, default 1: each round runs platform_before,
+    platform, orjson_arrow and parse_only once; json_batched and the old collector run in
+    the first round only).  Ratios are taken within a round."""
     workdir = Path(workdir)
     export = workdir / "export.jsonl"
     size = write_export(export, scale)
@@ -323,26 +354,28 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
         _summary(m)
 
     try:
-        for _ in range(repeats):
+        for round_no in range(1, repeats + 1):
+            # one round: every variant once, close together (the load moves); the slow
+            # ones (json_batched, the old collector) in the first round only
+            ran: list[Measurement] = []
             if before:
-                done(_platform(stub.url, scale, workdir, stub, "platform_before", Path(before)))
+                ran.append(_platform(stub.url, scale, workdir, stub, "platform_before", Path(before)))
+                done(ran[-1])
             if "platform" in wanted:
-                done(_platform(stub.url, scale, workdir, stub))
-        for variant in ("json_batched", "orjson_arrow"):
-            if variant in wanted:
-                done(_batched(stub.url, scale, workdir, stub, variant))
-        if "parse_only" in wanted:
-            done(_parse_only(export, scale))
-        if "baseline" in wanted:
-            run_scale = min(scale, baseline_scale or BASELINE_MAX)
-            done(_baseline(stub.url, scale, run_scale, workdir))
+                ran.append(_platform(stub.url, scale, workdir, stub))
+                done(ran[-1])
+            for variant in ("orjson_arrow", "json_batched"):
+                if variant in wanted and (variant == "orjson_arrow" or round_no == 1):
+                    ran.append(_batched(stub.url, scale, workdir, stub, variant))
+                    done(ran[-1])
+            if "parse_only" in wanted:
+                ran.append(_parse_only(export, scale))
+                done(ran[-1])
+            if "baseline" in wanted and round_no == 1:
+                run_scale = min(scale, baseline_scale or BASELINE_MAX)
+                ran.append(_baseline(stub.url, scale, run_scale, workdir))
+                done(ran[-1])
+            _ratios(ran, round_no)
     finally:
         stub.close()
-    rate = {m.variant: m.throughput for m in results}
-    for m in results:
-        for ref in ("parse_only", "orjson_arrow"):
-            if ref in rate and m.variant != ref:
-                m.extra[f"vs_{ref}"] = round(m.throughput / rate[ref], 2)
-    print("[%s] ratios: %s" % (BENCH, {m.variant: {k: v for k, v in m.extra.items() if k.startswith("vs_")} for m in results}),
-          file=sys.stderr, flush=True)
     return results
