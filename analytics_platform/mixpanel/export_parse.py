@@ -362,32 +362,34 @@ def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
 
     The export parser and the warehouse insert both run in DuckDB, which releases the GIL:
     with the parser one batch ahead, batch N+1 is parsed while batch N is inserted (the
-    two stages overlap on a second core).  Memory grows by ``depth`` batches, not with the
-    file.  An exception of the producer is raised in the consumer; when the consumer stops
-    early (its own exception), the producer stops at its next batch and is joined here,
-    so the caller may close what the producer uses right after.
+    two stages overlap on a second core).  The producer starts an item only when the
+    consumer has taken the one before (``depth`` = 1): memory grows by one batch, not with
+    the file.  An exception of the producer is raised in the consumer; when the consumer
+    stops early (its own exception), the producer stops before its next item and is
+    joined here, so the caller may close what the producer uses right after.
     """
-    q: "queue.Queue[tuple[int, object]]" = queue.Queue(maxsize=max(1, depth))
+    q: "queue.Queue[tuple[int, object]]" = queue.Queue()
+    ahead = threading.Semaphore(max(1, depth))  # items started and not yet taken
     stop = threading.Event()
     item_, end_, error_ = 0, 1, 2
 
-    def put(kind: int, value: object) -> bool:
-        while not stop.is_set():
-            try:
-                q.put((kind, value), timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def work() -> None:
         try:
-            for item in items:
-                if not put(item_, item):
+            source = iter(items)
+            while True:
+                while not ahead.acquire(timeout=0.05):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
                     return
-            put(end_, None)
+                try:
+                    item = next(source)
+                except StopIteration:
+                    q.put((end_, None))
+                    return
+                q.put((item_, item))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put(error_, exc)
+            q.put((error_, exc))
 
     thread = threading.Thread(target=work, name="mixpanel-export-parse", daemon=True)
     thread.start()
@@ -395,6 +397,7 @@ def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
         while True:
             kind, value = q.get()
             if kind == item_:
+                ahead.release()  # the producer starts the next item while this one is used
                 yield value  # type: ignore[misc]
             elif kind == end_:
                 return
@@ -402,12 +405,7 @@ def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
                 raise value  # type: ignore[misc]
     finally:
         stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
-            thread.join(timeout=0.05)
+        thread.join()
 
 
 def _empty_events() -> pa.Table:

@@ -38,7 +38,7 @@ def _run(path, background: bool, **kw):
         return batches, dataclasses.asdict(parser.stats), parser.duplicates_total()
 
 
-@pytest.mark.parametrize("batch_rows,block_bytes", [(40, 1000), (200_000, 16 << 20), (97, 333)])
+@pytest.mark.parametrize("batch_rows,block_bytes", [(40, 1000), (200_000, 16 << 20), (97, 4096)])
 def test_background_parse_gives_the_same_batches_and_counts(tmp_path, batch_rows, block_bytes):
     path = tmp_path / "export.jsonl"
     path.write_bytes(b"".join(_lines()))
