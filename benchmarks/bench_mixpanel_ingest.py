@@ -1,12 +1,23 @@
 """mixpanel_ingest: Mixpanel export (stub server, HTTP, gzip) -> local DuckDB warehouse.
 
+Every variant reads the same served bytes in the same run:
+
 * ``platform``: ``analytics_platform.mixpanel.store.ingest_ranges`` — the export streamed
-  to a temp file, bulk-parsed with DuckDB's JSON functions in 200k-row batches, each batch
-  inserted with one ``INSERT ... WHERE NOT EXISTS`` (pruned to its event dates).
+  to a temp file, bulk-parsed with DuckDB's JSON functions in 200k-row batches (one batch
+  ahead in a background thread), each batch inserted with one ``INSERT ... WHERE NOT
+  EXISTS`` (pruned to its event dates).  It runs in a child process whose imports come
+  from this tree, or from ``MIXPANEL_BENCH_BEFORE`` for a ``platform_before`` variant
+  (before/after interleaved in the same run).
 * ``baseline``: what the old collector did — ``requests`` line iteration, one
   ``json.loads`` per line, and one INSERT per row (into the same kind of DuckDB table).
   It is slow, so by default it runs at ``min(scale, 100_000)`` events and its time is
   extrapolated linearly to ``scale`` (said in ``extra``).
+* ``json_batched``: the fair batched baseline — one ``json.loads`` per line, one bulk
+  insert per 200k-row batch (benchmarks/mixpanel_baselines.py).
+* ``orjson_arrow``: the best straightforward one — ``orjson`` per line and an Arrow batch
+  inserted into the same table with the platform's own dedup statement.
+* ``parse_only``: ``orjson.loads`` over the lines of the same (decompressed) file, nothing
+  stored: the parse limit.
 
 The export file (about 500 bytes per event, ``$insert_id`` on every event, 1% duplicated
 ids, a third of the times in milliseconds) is generated before timing starts.  The stub
@@ -25,6 +36,7 @@ import datetime as dt
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -131,35 +143,114 @@ def _summary(m: Measurement) -> None:
     )
 
 
-def _platform(url: str, scale: int, workdir: Path, stub: Optional["_Stub"] = None) -> Measurement:
-    from analytics_platform.mixpanel.store import ingest_ranges
-    from analytics_platform.resources.mixpanel import MixpanelResource
-    from analytics_platform.resources.warehouse import DuckDBWarehouse
+_PLATFORM = r"""
+import datetime as dt, json, resource, sys, time
+from pathlib import Path
+from analytics_platform.mixpanel.store import ingest_ranges
+from analytics_platform.resources.mixpanel import MixpanelResource
+from analytics_platform.resources.warehouse import DuckDBWarehouse
+from benchmarks.harness import PeakMemory
 
-    warehouse = DuckDBWarehouse(path=str(workdir / "platform.duckdb"))
-    mixpanel = MixpanelResource(export_url=url, api_url=url, timeout_seconds=600)
+url, day, event, workdir = sys.argv[1], dt.date.fromisoformat(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+warehouse = DuckDBWarehouse(path=str(workdir / "platform.duckdb"))
+mixpanel = MixpanelResource(export_url=url, api_url=url, timeout_seconds=600)
+def cpu():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+cpu0 = cpu()
+with PeakMemory() as mem:
+    t0 = time.perf_counter()
+    result = ingest_ranges(warehouse=warehouse, mixpanel=mixpanel, dataset="mixpanel_data",
+                           table="mixpanel_events", ranges=[(day, day)], events=[event], workdir=workdir / "tmp")
+    wall = time.perf_counter() - t0
+cpu_s = cpu() - cpu0
+rows = warehouse.query("SELECT COUNT(*) AS n FROM `mixpanel_data.mixpanel_events`")["n"].iloc[0]
+assert int(rows) == result.rows_inserted, (rows, result.rows_inserted)
+print(json.dumps({"wall": wall, "cpu": cpu_s, "peak_growth_mb": mem.growth_mb, "rows_inserted": result.rows_inserted,
+                  "duplicates_collapsed": result.duplicates_collapsed, "export_bytes": result.export_bytes,
+                  "export_requests": result.export_requests}))
+"""
+
+
+def _platform(url: str, scale: int, workdir: Path, stub: "_Stub", variant: str = "platform",
+              code_root: Optional[Path] = None) -> Measurement:
+    """``ingest_ranges`` in a child process whose imports come from ``code_root`` (this
+    tree by default; another tree for a before/after comparison in the same run).  The
+    child times itself after its imports; its CPU is its own (DuckDB's threads included)."""
+    root = Path(code_root or Path(__file__).resolve().parents[1])
+    here = workdir / variant
+    here.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(root)}
     load0 = _load()
-    stub0 = stub.cpu_seconds() if stub else 0.0
+    stub0 = stub.cpu_seconds()
+    m = Measurement(BENCH, variant, scale, "events", 0.0, 0.0)
+    out = subprocess.run(
+        [sys.executable, "-c", _PLATFORM, stub.url, DAY.isoformat(), EVENT, str(here)],
+        cwd=root, env=env, check=True, capture_output=True, text=True,
+    )
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    m.wall_seconds = child["wall"]
+    m.peak_rss_mb = round(child["peak_growth_mb"], 1)
+    cpu = child["cpu"]
+    m.extra.update(
+        code=str(root),
+        cpu_seconds_self=round(cpu, 1),
+        events_per_cpu_second=round(scale / cpu) if cpu > 0 else None,
+        stub_cpu_seconds=round(stub.cpu_seconds() - stub0, 1),
+        rows_inserted=child["rows_inserted"],
+        duplicates_collapsed=child["duplicates_collapsed"],
+        export_bytes=child["export_bytes"],
+        export_requests=child["export_requests"],
+        load_average_start=load0,
+        load_average_end=_load(),
+    )
+    shutil.rmtree(here, ignore_errors=True)
+    return m
+
+
+def _batched(url: str, scale: int, workdir: Path, stub: "_Stub", variant: str) -> Measurement:
+    """``json_batched`` / ``orjson_arrow``: see benchmarks/mixpanel_baselines.py."""
+    from analytics_platform.resources.warehouse import DuckDBWarehouse
+    from benchmarks import mixpanel_baselines as B
+
+    loads, dumps = B.json_codec() if variant == "json_batched" else B.orjson_codec()
+    warehouse = DuckDBWarehouse(path=str(workdir / f"{variant}.duckdb"))
+    load0 = _load()
+    stub0 = stub.cpu_seconds()
     cpu0 = _cpu()
-    with measure(BENCH, "platform", scale, "events") as m:
-        result = ingest_ranges(
-            warehouse=warehouse, mixpanel=mixpanel, dataset="mixpanel_data", table="mixpanel_events",
-            ranges=[(DAY, DAY)], events=[EVENT], workdir=workdir / "tmp",
+    with measure(BENCH, variant, scale, "events") as m:
+        counts = B.batched_load(
+            url=url, warehouse=warehouse, dataset="mixpanel_data", table="mixpanel_events", day=DAY,
+            events=[EVENT], loads=loads, dumps=dumps, inserted_at=dt.datetime.now(dt.timezone.utc),
         )
     cpu = _cpu() - cpu0
     m.extra.update(
         cpu_seconds_self=round(cpu, 1),
         events_per_cpu_second=round(scale / cpu) if cpu > 0 else None,
-        stub_cpu_seconds=round(stub.cpu_seconds() - stub0, 1) if stub else None,
-        rows_inserted=result.rows_inserted,
-        duplicates_collapsed=result.duplicates_collapsed,
-        export_bytes=result.export_bytes,
-        export_requests=result.export_requests,
+        stub_cpu_seconds=round(stub.cpu_seconds() - stub0, 1),
+        load_average_start=load0,
+        load_average_end=_load(),
+        **counts,
+    )
+    (workdir / f"{variant}.duckdb").unlink(missing_ok=True)
+    return m
+
+
+def _parse_only(export: Path, scale: int) -> Measurement:
+    from benchmarks import mixpanel_baselines as B
+
+    load0 = _load()
+    cpu0 = _cpu()
+    with measure(BENCH, "parse_only", scale, "events") as m:
+        lines = B.parse_only(export)
+    cpu = _cpu() - cpu0
+    assert lines == scale, (lines, scale)
+    m.extra.update(
+        cpu_seconds_self=round(cpu, 1),
+        events_per_cpu_second=round(scale / cpu) if cpu > 0 else None,
         load_average_start=load0,
         load_average_end=_load(),
     )
-    rows = warehouse.query("SELECT COUNT(*) AS n FROM `mixpanel_data.mixpanel_events`")["n"].iloc[0]
-    assert int(rows) == result.rows_inserted, (rows, result.rows_inserted)
     return m
 
 
@@ -220,18 +311,71 @@ def _baseline(url: str, scale: int, run_scale: int, workdir: Path) -> Measuremen
     return m
 
 
+VARIANTS = ("platform", "baseline", "json_batched", "orjson_arrow", "parse_only")
+
+
+def _ratios(ran: list[Measurement], round_no: int) -> None:
+    """Each variant against the same round's parse-only and orjson+Arrow runs, by wall
+    rate and by CPU rate (events per CPU-second: what the load does not distort)."""
+    ref = {m.variant: m for m in ran}
+    for m in ran:
+        m.extra["round"] = round_no
+        for name in ("parse_only", "orjson_arrow"):
+            r = ref.get(name)
+            if r is None or r is m:
+                continue
+            m.extra[f"vs_{name}"] = round(m.throughput / r.throughput, 2)
+            if m.extra.get("events_per_cpu_second") and r.extra.get("events_per_cpu_second"):
+                m.extra[f"vs_{name}_cpu"] = round(m.extra["events_per_cpu_second"] / r.extra["events_per_cpu_second"], 2)
+        vs = {k: v for k, v in m.extra.items() if k.startswith("vs_")}
+        if vs:
+            print(f"[{BENCH}] round {round_no} {m.variant} {m.scale:,}: {vs}", file=sys.stderr, flush=True)
+
+
 def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list[Measurement]:
+    """Every variant on the same served bytes, in one run.  Environment knobs (optional):
+    ``MIXPANEL_BENCH_VARIANTS`` (comma list, default all), ``MIXPANEL_BENCH_BEFORE`` (a
+    source tree: its platform runs as ``platform_before``, interleaved with ``platform``),
+    ``MIXPANEL_BENCH_REPEATS`` (rounds, default 1: each round runs platform_before,
+    platform, orjson_arrow and parse_only once; json_batched and the old collector run in
+    the first round only).  Ratios are taken within a round."""
     workdir = Path(workdir)
     export = workdir / "export.jsonl"
     size = write_export(export, scale)
+    wanted = [v.strip() for v in os.environ.get("MIXPANEL_BENCH_VARIANTS", ",".join(VARIANTS)).split(",") if v.strip()]
+    before = os.environ.get("MIXPANEL_BENCH_BEFORE")
+    repeats = int(os.environ.get("MIXPANEL_BENCH_REPEATS", "1"))
     stub = _Stub(export, DAY)
+    results: list[Measurement] = []
+
+    def done(m: Measurement) -> None:
+        m.extra["file_mb"] = round(size / 2**20)
+        results.append(m)
+        _summary(m)
+
     try:
-        results = [_platform(stub.url, scale, workdir, stub)]
-        results[0].extra["file_mb"] = round(size / 2**20)
-        _summary(results[0])
-        run_scale = min(scale, baseline_scale or BASELINE_MAX)
-        results.append(_baseline(stub.url, scale, run_scale, workdir))
-        _summary(results[1])
+        for round_no in range(1, repeats + 1):
+            # one round: every variant once, close together (the load moves); the slow
+            # ones (json_batched, the old collector) in the first round only
+            ran: list[Measurement] = []
+            if before:
+                ran.append(_platform(stub.url, scale, workdir, stub, "platform_before", Path(before)))
+                done(ran[-1])
+            if "platform" in wanted:
+                ran.append(_platform(stub.url, scale, workdir, stub))
+                done(ran[-1])
+            for variant in ("orjson_arrow", "json_batched"):
+                if variant in wanted and (variant == "orjson_arrow" or round_no == 1):
+                    ran.append(_batched(stub.url, scale, workdir, stub, variant))
+                    done(ran[-1])
+            if "parse_only" in wanted:
+                ran.append(_parse_only(export, scale))
+                done(ran[-1])
+            if "baseline" in wanted and round_no == 1:
+                run_scale = min(scale, baseline_scale or BASELINE_MAX)
+                ran.append(_baseline(stub.url, scale, run_scale, workdir))
+                done(ran[-1])
+            _ratios(ran, round_no)
     finally:
         stub.close()
     return results

@@ -307,7 +307,7 @@ def ingest_ranges(
             unparsable_before = loader.rejected_in_warehouse
             quarantined_before = loader.rejected_in_warehouse_new
             with ExportParser(batch_rows=batch_rows) as parser:
-                for batch in parser.parse(path):
+                for batch in parser.parse(path, background=True):  # parse N+1 while N is inserted
                     ev = batch.events
                     if ev.num_rows:
                         ev_dates = ev.column("event_date")
