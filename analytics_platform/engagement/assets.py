@@ -89,17 +89,22 @@ class ExtractionConfig(dg.Config):
     max_documents: Optional[int] = Field(
         default=None, ge=1, description="Stop after this many documents (the cursor is kept; the next run continues)."
     )
-    reread_overlap_minutes: int = Field(
-        default=0,
+    reread_window_hours: float = Field(
+        default=store.DEFAULT_REREAD_WINDOW_HOURS,
         ge=0,
         description=(
-            "Re-read documents whose timestamp is up to this many minutes before the cursor, to "
-            "pick up events written late with an older timestamp (costs those re-reads)."
+            "Re-read documents whose timestamp is up to this many hours before the cursor, to "
+            "pick up events uploaded late with an older timestamp (costs those re-reads; 0: none)."
         ),
     )
     count_untimed: bool = Field(
         default=True,
         description="Count documents without a valid timestamp (aggregation queries; they cannot be read incrementally).",
+    )
+    untimed_count_timeout_seconds: float = Field(
+        default=store.DEFAULT_UNTIMED_COUNT_TIMEOUT_SECONDS,
+        gt=0,
+        description="Bound of each untimed-document count query; a slower or failing count is reported, never fatal.",
     )
 
 
@@ -137,16 +142,18 @@ def firestore_app_usage_events(
     Re-run safety: a re-run starts from the committed cursor and upserts by document path, so
     a crashed, repeated or `full_refresh` run never duplicates or loses an event.
     """
-    result = store.extract_events(
-        app_db,
-        firestore,
-        full_refresh=config.full_refresh,
-        page_size=config.page_size,
-        max_documents=config.max_documents,
-        reread_overlap_minutes=config.reread_overlap_minutes,
-        count_untimed=config.count_untimed,
-        log=context.log,
-    )
+    with _fail_without_retry():
+        result = store.extract_events(
+            app_db,
+            firestore,
+            full_refresh=config.full_refresh,
+            page_size=config.page_size,
+            max_documents=config.max_documents,
+            reread_window_hours=config.reread_window_hours,
+            count_untimed=config.count_untimed,
+            untimed_count_timeout=config.untimed_count_timeout_seconds,
+            log=context.log,
+        )
     return dg.MaterializeResult(metadata=result.metadata(), check_results=[checks.documents_valid(result)])
 
 
@@ -161,12 +168,38 @@ class UserIdsConfig(dg.Config):
     )
 
 
+class SignalsConfig(UserIdsConfig):
+    reread_window_hours: float = Field(
+        default=store.DEFAULT_REREAD_WINDOW_HOURS,
+        ge=0,
+        description=(
+            "When the run reads Firestore to bring the mirror up to T: re-read documents up to this many "
+            "hours behind the cursor (late uploads). A mirror read completely until T + this window "
+            "is not read again (backfills of old days cost no Firestore reads)."
+        ),
+    )
+    mirror_max_age_minutes: float = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Skip the Firestore read when the last complete read ended less than this many minutes ago "
+            "(the daily schedule sets it so the partitions of one tick share one read). 0: always read."
+        ),
+    )
+    untimed_count_timeout_seconds: float = Field(
+        default=store.DEFAULT_UNTIMED_COUNT_TIMEOUT_SECONDS,
+        gt=0,
+        description="Bound of each untimed-document count query; a slower or failing count is reported, never fatal.",
+    )
+
+
 @contextlib.contextmanager
 def _fail_without_retry() -> Iterator[None]:
-    """An invalid request or a missing input fails the run for good (no retry policy)."""
+    """An invalid request, a missing input, or Firestore unreachable after the client's own
+    retries fails the run for good (no retry policy), naming the cause."""
     try:
         yield
-    except (rules.InvalidRunRequest, store.MissingInputs) as exc:
+    except (rules.InvalidRunRequest, store.MissingInputs, store.IncompleteMirror, store.FirestoreUnavailable) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
 
 
@@ -178,7 +211,7 @@ PARTITIONS = daily_partitions()
     deps=[EXTRACTED_EVENTS_KEY, *GOAL_TABLE_KEYS],
     partitions_def=PARTITIONS,
     group_name=GROUP,
-    kinds={"postgres", "pandas"},
+    kinds={"firestore", "postgres", "pandas"},
     owners=OWNERS,
     tags=TAGS,
     retry_policy=RETRY,
@@ -191,11 +224,15 @@ PARTITIONS = daily_partitions()
     ],
 )
 def user_engagement_signals(
-    context: dg.AssetExecutionContext, config: UserIdsConfig, app_db: AppDatabase
+    context: dg.AssetExecutionContext, config: SignalsConfig, app_db: AppDatabase, firestore: FirestoreService
 ) -> dg.MaterializeResult:
     """Engagement signals per user as of the end of the partition day D (T = D + 1 day, 00:00 UTC).
 
-    Reads the extracted events (`firestore_app_usage_events`, only those before T) and the goal
+    First brings the mirror up to T itself (``store.ensure_mirror_current``: an incremental
+    Firestore read from the stored cursor, re-reading `reread_window_hours` behind it for
+    late uploads, unless a complete read already covers T plus that window); Firestore
+    unreachable fails the run, naming the cause, before anything is computed. Then reads
+    the extracted events (`firestore_app_usage_events`, only those before T) and the goal
     tables (`user_goals`, `goals`, `apps`, `app_goal_sub_categories`), aggregated per user, app
     and week in one set-based PostgreSQL query (`sql/engagement/postgres/user_aggregates.sql`);
     the rules are vectorised (`engagement/rules.py`). Writes `user_engagement_signals`
@@ -207,10 +244,20 @@ def user_engagement_signals(
     inserted again in one transaction, and the result depends only on D and the data, so a
     re-run or backfill replaces rather than duplicates; readers never see a half-written day.
     """
+    day = partition_day(context.partition_key)
     with _fail_without_retry():
         users = rules.requested_users(config.user_ids)
-        result = store.write_signals_partition(app_db, partition_day(context.partition_key), users, context.log)
-    return dg.MaterializeResult(metadata=result.metadata(), check_results=checks.signals_checks(result))
+        sync = store.ensure_mirror_current(
+            app_db, firestore, rules.as_of_for_day(day),
+            reread_window_hours=config.reread_window_hours,
+            max_age_minutes=config.mirror_max_age_minutes,
+            untimed_count_timeout=config.untimed_count_timeout_seconds,
+            log=context.log,
+        )
+        result = store.write_signals_partition(app_db, day, users, context.log)
+    return dg.MaterializeResult(
+        metadata={**result.metadata(), **sync.metadata()}, check_results=checks.signals_checks(result)
+    )
 
 
 @dg.asset(

@@ -84,9 +84,21 @@ def read_cursor(conn: sa.Connection, source: str, for_update: bool = False) -> O
     lock = sql("lock_selected_rows") if for_update else ""
     statement = render_sql(sql("select_extraction_cursor"), fragments={"lock_selected_rows": lock})
     row = conn.execute(sa.text(statement), {"source": source}).first()
-    if row is None:
+    if row is None or not row[1]:  # no row, or only complete_until of an empty first read
         return None
     return EventCursor(row[0].astimezone(UTC), row[1])
+
+
+def read_complete_until(conn: sa.Connection, source: str) -> Optional[dt.datetime]:
+    """The end of the last extraction of ``source`` that read every page (None: never)."""
+    value = conn.execute(sa.text(sql("select_complete_until")), {"source": source}).scalar()
+    return value.astimezone(UTC) if value is not None else None
+
+
+def mark_complete_until(conn: sa.Connection, source: str, until: dt.datetime) -> None:
+    """Record that every document of ``source`` with a timestamp before ``until`` was read
+    (never moves back)."""
+    conn.execute(sa.text(sql("update_complete_until")), {"source": source, "until": until})
 
 
 @dataclass
@@ -339,6 +351,8 @@ class ExtractionResult:
     untimed: Optional[UntimedCounts] = None
     total_rows: int = 0
     rejects_total: int = 0
+    complete_until: Optional[dt.datetime] = None
+    untimed_error: str = ""
 
     def metadata(self) -> dict[str, Any]:
         metadata: dict[str, Any] = {
@@ -358,7 +372,35 @@ class ExtractionResult:
         if self.untimed is not None:
             metadata["without_valid_timestamp"] = self.untimed.without_valid_timestamp
             metadata["future_dated"] = self.untimed.future_dated
+        if self.untimed_error:
+            metadata["untimed_count_error"] = self.untimed_error
+        metadata["complete_until"] = self.complete_until.isoformat() if self.complete_until else ""
         return metadata
+
+
+DEFAULT_REREAD_WINDOW_HOURS = 72
+DEFAULT_UNTIMED_COUNT_TIMEOUT_SECONDS = 30.0
+
+
+class FirestoreUnavailable(RuntimeError):
+    """Firestore (or its local export) could not be read: nothing was computed or written."""
+
+
+class IncompleteMirror(RuntimeError):
+    """The mirror does not hold every event before T (so no numbers are computed)."""
+
+
+def _count_untimed(firestore: FirestoreService, until: dt.datetime, timeout: float, result: "ExtractionResult", log) -> None:
+    """The untimed-document count, bounded by ``timeout`` and never fatal: a failure or a
+    timeout is logged and reported (``untimed_count_error``), the run goes on."""
+    try:
+        result.untimed = firestore.count_untimed_documents(until=until, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - a side count must never fail the run
+        result.untimed_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        log.warning(
+            f"Counting the documents without a valid timestamp failed or exceeded {timeout:g}s "
+            f"({result.untimed_error}); the extraction itself is complete, the count is skipped this run."
+        )
 
 
 def extract_events(
@@ -368,21 +410,27 @@ def extract_events(
     full_refresh: bool,
     page_size: int,
     max_documents: Optional[int],
-    reread_overlap_minutes: int,
-    count_untimed: bool,
+    reread_window_hours: float = DEFAULT_REREAD_WINDOW_HOURS,
+    count_untimed: bool = True,
+    untimed_count_timeout: float = DEFAULT_UNTIMED_COUNT_TIMEOUT_SECONDS,
     log: logging.Logger,
 ) -> ExtractionResult:
-    """Read the Firestore event documents after the stored cursor (all of them with
-    ``full_refresh``; from ``reread_overlap_minutes`` before it when > 0), page by page; each
-    page's valid events, rejects and the new cursor commit in one transaction."""
+    """Read the Firestore event documents from ``reread_window_hours`` before the stored
+    cursor (late writes with an older ``timestamp``; all of them with ``full_refresh``) up to
+    now, page by page; each page's valid events, rejects and the new cursor commit in one
+    transaction. A run that read every page up to now records ``complete_until`` = now:
+    the mirror then holds every document with a timestamp before it (late writes aside).
+
+    Firestore failures raise :class:`FirestoreUnavailable` (naming the cause) after the
+    client's own retries; pages committed before stay (the next run continues)."""
     now = utc_now()
     with app_db.begin() as conn:
         ensure_schema(conn)
         stored = read_cursor(conn, firestore.source_name)
     after = None if full_refresh else stored
     since = None
-    if after is not None and reread_overlap_minutes > 0:
-        since = after.timestamp - dt.timedelta(minutes=reread_overlap_minutes)
+    if after is not None and reread_window_hours > 0:
+        since = after.timestamp - dt.timedelta(hours=reread_window_hours)
         after = None
     log.info(
         f"Reading {firestore.describe()} "
@@ -390,21 +438,35 @@ def extract_events(
     )
 
     result = ExtractionResult(source=firestore.describe(), full_refresh=full_refresh, totals=PageCounts(), cursor=stored)
-    for page in firestore.iter_event_pages(
-        after, since=since, until=now, page_size=page_size, max_documents=max_documents
-    ):
-        split = split_documents(page.documents, firestore.root_collection, firestore.events_subcollection)
+    try:
+        for page in firestore.iter_event_pages(
+            after, since=since, until=now, page_size=page_size, max_documents=max_documents
+        ):
+            split = split_documents(page.documents, firestore.root_collection, firestore.events_subcollection)
+            with app_db.begin() as conn:
+                counts = write_page(conn, firestore.source_name, split, page.cursor, len(page.documents), now)
+                result.cursor = read_cursor(conn, firestore.source_name)
+            result.totals.add(counts)
+            result.documents_read += len(page.documents)
+            result.out_of_scope += split.out_of_scope
+            result.pages += 1
+            for reject in split.rejects[:5]:
+                log.warning(f"Rejected {reject['document_path']}: {reject['reasons']}")
+    except FirestoreUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any read failure: name it, write nothing more
+        raise FirestoreUnavailable(
+            f"Reading {firestore.describe()} failed ({type(exc).__name__}: {str(exc)[:300]}); "
+            f"{result.documents_read} document(s) were read and committed before the failure, "
+            "the mirror is incomplete and no signals were computed."
+        ) from exc
+    if max_documents is None or result.documents_read < max_documents:
         with app_db.begin() as conn:
-            counts = write_page(conn, firestore.source_name, split, page.cursor, len(page.documents), now)
-            result.cursor = read_cursor(conn, firestore.source_name)
-        result.totals.add(counts)
-        result.documents_read += len(page.documents)
-        result.out_of_scope += split.out_of_scope
-        result.pages += 1
-        for reject in split.rejects[:5]:
-            log.warning(f"Rejected {reject['document_path']}: {reject['reasons']}")
+            mark_complete_until(conn, firestore.source_name, now)
+        result.complete_until = now
 
-    result.untimed = firestore.count_untimed_documents(until=now) if count_untimed else None
+    if count_untimed:
+        _count_untimed(firestore, now, untimed_count_timeout, result, log)
     with app_db.begin() as conn:
         result.total_rows = table_count(conn, EVENTS_TABLE)
         result.rejects_total = table_count(conn, REJECTS_TABLE)
@@ -419,6 +481,84 @@ def extract_events(
             "`timestamp` and cannot be read incrementally (see docs/engagement.md)."
         )
     return result
+
+
+@dataclass
+class MirrorSync:
+    """Whether a signals run had to read Firestore to bring the mirror up to T, and what it read."""
+
+    as_of: dt.datetime
+    complete_until_before: Optional[dt.datetime]
+    extraction: Optional[ExtractionResult]  # None: the mirror was already current
+
+    def metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"mirror_synced": self.extraction is not None}
+        if self.extraction is not None:
+            metadata["mirror_documents_read"] = self.extraction.documents_read
+            metadata["mirror_inserted"] = self.extraction.totals.inserted
+            metadata["mirror_updated"] = self.extraction.totals.updated
+            metadata["mirror_rejected"] = self.extraction.totals.rejected
+            if self.extraction.untimed is not None:
+                metadata["without_valid_timestamp"] = self.extraction.untimed.without_valid_timestamp
+            if self.extraction.untimed_error:
+                metadata["untimed_count_error"] = self.extraction.untimed_error
+        return metadata
+
+
+def mirror_needs_sync(
+    complete_until: Optional[dt.datetime],
+    as_of: dt.datetime,
+    now: dt.datetime,
+    reread_window: dt.timedelta,
+    max_age: dt.timedelta,
+) -> bool:
+    """Pure: must a run computing as of ``as_of`` read Firestore first?
+
+    Not when the last complete read ended at or after ``as_of + reread_window`` (late writes
+    for T are assumed to arrive within the window: a backfill of old days reads nothing),
+    nor when it ended less than ``max_age`` ago (several partitions of one daily tick share
+    one read); otherwise yes (also on a fresh instance: nothing was read yet)."""
+    if complete_until is None:
+        return True
+    if complete_until >= as_of + reread_window:
+        return False
+    return complete_until < now - max_age
+
+
+def ensure_mirror_current(
+    app_db: AppDatabase,
+    firestore: FirestoreService,
+    as_of: dt.datetime,
+    *,
+    reread_window_hours: float = DEFAULT_REREAD_WINDOW_HOURS,
+    max_age_minutes: float = 0,
+    untimed_count_timeout: float = DEFAULT_UNTIMED_COUNT_TIMEOUT_SECONDS,
+    log: logging.Logger,
+) -> MirrorSync:
+    """Bring the mirror up to ``as_of`` (incrementally, from the stored cursor) unless it is
+    already current; raise :class:`FirestoreUnavailable` / :class:`IncompleteMirror` rather
+    than let numbers be computed on an incomplete mirror."""
+    now = utc_now()
+    if as_of > now:
+        raise IncompleteMirror(
+            f"as of {as_of.isoformat()} is in the future: the day is not over, its events are not all "
+            "written yet (materialize a past partition)."
+        )
+    with app_db.begin() as conn:
+        ensure_schema(conn)
+        before = read_complete_until(conn, firestore.source_name)
+    window = dt.timedelta(hours=reread_window_hours)
+    if not mirror_needs_sync(before, as_of, now, window, dt.timedelta(minutes=max_age_minutes)):
+        log.info(f"Mirror current: complete until {before.isoformat()}, no Firestore read needed for {as_of.isoformat()}")
+        return MirrorSync(as_of, before, None)
+    extraction = extract_events(
+        app_db, firestore, full_refresh=False, page_size=1000, max_documents=None,
+        reread_window_hours=reread_window_hours, count_untimed=True,
+        untimed_count_timeout=untimed_count_timeout, log=log,
+    )
+    if extraction.complete_until is None or extraction.complete_until < as_of:
+        raise IncompleteMirror(f"the mirror is complete only until {extraction.complete_until}, not {as_of.isoformat()}")
+    return MirrorSync(as_of, before, extraction)
 
 
 @dataclass

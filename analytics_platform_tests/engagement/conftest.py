@@ -5,7 +5,10 @@ materialize the domain's assets the way Dagster runs them."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
+import os
+import tempfile
 from typing import Any, Iterable, Optional
 
 import dagster as dg
@@ -134,6 +137,14 @@ def emulator_resource(host: str, project: str, **overrides: Any) -> FirestoreRes
     return FirestoreResource(emulator_host=host, project_id=project, **overrides)
 
 
+@functools.lru_cache(maxsize=None)
+def empty_export() -> str:
+    """Path of an existing, empty local Firestore export (one per test process)."""
+    handle, path = tempfile.mkstemp(prefix="empty-firestore-export-", suffix=".jsonl")
+    os.close(handle)
+    return path
+
+
 def materialize(
     app_db: AppDatabase,
     keys: list[dg.AssetKey],
@@ -144,8 +155,9 @@ def materialize(
 ) -> dg.ExecuteInProcessResult:
     resources: dict[str, Any] = {
         "app_db": app_db,
-        # not read unless the extraction is selected
-        "firestore": firestore or LocalFirestore(local_export_path="/nonexistent/events.jsonl"),
+        # the signals read Firestore up to T themselves: by default an existing, empty export
+        # (the events of most tests are written straight into the mirror table)
+        "firestore": firestore or LocalFirestore(local_export_path=empty_export()),
     }
     return dg.materialize(
         assets=ASSETS,

@@ -37,6 +37,7 @@ def test_demo_covers_every_signal_and_milestone(app_db_url, tmp_path, monkeypatc
             rejects = conn.execute(sa.text("SELECT count(*) FROM firestore_app_usage_event_rejects")).scalar()
             assert rejects == 3
             first = conn.execute(sa.text("SELECT count(*), max(computed_at) FROM user_engagement_signals")).one()
+            events_before = conn.execute(sa.text("SELECT count(*) FROM firestore_app_usage_events")).scalar()
 
         # a second run (re-seed + re-materialize) changes nothing but computed_at
         assert run_demo(domains=["engagement"]) == 0
@@ -44,8 +45,18 @@ def test_demo_covers_every_signal_and_milestone(app_db_url, tmp_path, monkeypatc
             again = conn.execute(sa.text("SELECT count(*), max(computed_at) FROM user_engagement_signals")).one()
             events = conn.execute(sa.text("SELECT count(*) FROM firestore_app_usage_events")).scalar()
             read = conn.execute(sa.text("SELECT documents_read_total FROM extraction_cursors")).scalar()
+            # the documents the default 72 h re-read window behind the cursor covers
+            in_window = conn.execute(sa.text(
+                "SELECT (SELECT count(*) FROM firestore_app_usage_events e, extraction_cursors c "
+                "        WHERE e.event_timestamp >= c.cursor_timestamp - interval '72 hours') "
+                "     + (SELECT count(*) FROM firestore_app_usage_event_rejects r, extraction_cursors c "
+                "        WHERE r.event_timestamp >= c.cursor_timestamp - interval '72 hours')"
+            )).scalar()
         assert again[0] == first[0] and again[1] > first[1]
-        assert read == events + rejects  # the second extraction read nothing new
+        assert events == events_before
+        # the second extraction re-read only the late-write window, nothing else
+        assert 0 < in_window < events + rejects
+        assert read == events + rejects + in_window
     finally:
         engine.dispose()
     assert "materialized app_db/user_milestones" in capsys.readouterr().out

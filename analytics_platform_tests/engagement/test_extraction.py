@@ -39,9 +39,12 @@ def _doc(user, event, ts, app=FIT_APP, fg=1000, session="s1", **extra):
 
 
 def _extract(app_db, fs, **config):
+    """Extract with the given run config; without a re-read window unless one is given (these
+    tests check the cursor itself)."""
+    config.setdefault("reread_window_hours", 0)
     result = materialize(
         app_db, [EXTRACTED_EVENTS_KEY], partition=None, firestore=fs,
-        run_config={"ops": {EXTRACT_OP: {"config": config}}} if config else None,
+        run_config={"ops": {EXTRACT_OP: {"config": config}}},
     )
     return materialization_metadata(result, EXTRACTED_EVENTS_KEY), result
 
@@ -165,7 +168,9 @@ def test_second_run_reads_only_new_documents_and_equals_a_full_reread(world, fs)
     assert _strip(world.rows(MILESTONES_TABLE)) == _strip(incremental_milestones)
 
     # the cursor accumulated the documents read
-    total = world.scalar("SELECT documents_read_total FROM extraction_cursors")
+    total = world.scalar(
+        "SELECT documents_read_total FROM extraction_cursors WHERE source = :s", {"s": fs.source_name}
+    )
     assert total == len(first) + len(second) + meta_full["documents_read"]
 
 
@@ -187,7 +192,7 @@ def test_overlap_rereads_late_events_without_duplicates(world, fs):
     fs.write_documents([_doc("u1", "late", T - HOUR * 0.75)])
     meta, _ = _extract(world.app_db, fs)
     assert meta["documents_read"] == 0  # behind the cursor: missed without an overlap
-    meta, _ = _extract(world.app_db, fs, reread_overlap_minutes=60)
+    meta, _ = _extract(world.app_db, fs, reread_window_hours=1)
     assert meta["documents_read"] == 3 and meta["inserted"] == 1 and meta["unchanged"] == 2
     assert len(_events_table(world)) == 3
 

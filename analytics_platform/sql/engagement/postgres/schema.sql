@@ -36,8 +36,10 @@ CREATE TABLE IF NOT EXISTS extraction_cursors (
     cursor_timestamp       TIMESTAMPTZ NOT NULL,
     cursor_document_path   TEXT        NOT NULL,
     documents_read_total   BIGINT      NOT NULL DEFAULT 0,
-    updated_at             TIMESTAMPTZ NOT NULL
+    updated_at             TIMESTAMPTZ NOT NULL,
+    complete_until         TIMESTAMPTZ  -- end of the last extraction that read every page
 );
+ALTER TABLE extraction_cursors ADD COLUMN IF NOT EXISTS complete_until TIMESTAMPTZ;
 
 CREATE TABLE IF NOT EXISTS user_engagement_signals (
     user_id                              TEXT        NOT NULL,
