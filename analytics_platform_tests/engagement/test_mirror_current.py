@@ -11,7 +11,7 @@ import pytest
 
 from analytics_platform.common import UTC, utc_now
 from analytics_platform.engagement.assets import EXTRACTED_EVENTS_KEY, MILESTONES_KEY, SIGNALS_KEY, SIGNALS_OP
-from analytics_platform.engagement.store import EVENTS_TABLE, MILESTONES_TABLE, SIGNALS_TABLE, mirror_needs_sync
+from analytics_platform.engagement.store import MILESTONES_TABLE, SIGNALS_TABLE, mirror_needs_sync
 from analytics_platform.engagement.rules import MILESTONE_FLAGS, SIGNAL_COUNTS, SIGNAL_FLAGS
 from analytics_platform_tests.engagement.conftest import (
     DAY,
@@ -31,7 +31,7 @@ class FirestoreWorld(EngagementDb):
     """An application database whose events go to Firestore (not into the mirror)."""
 
     def __init__(self, app_db, fs) -> None:
-        super().__init__(app_db)
+        super().__init__(app_db, None)
         self.fs = fs
         self.written = 0
 
@@ -55,9 +55,9 @@ def fs(firestore_emulator, firestore_project):
 def test_fresh_instance_materialization_equals_the_reference(eng_db, fs):
     """Nothing extracted before: materializing the two assets for D reads Firestore up to T
     itself and equals the independent per-user implementation of the spec."""
-    world = FirestoreWorld(eng_db.app_db, fs)
+    world = FirestoreWorld(eng_db.app_db, fs)  # same database; the warehouse stays eng_db's
     user_goals, events, service = _random_world(world, seed=3)
-    assert eng_db.scalar(f"SELECT count(*) FROM {EVENTS_TABLE}") == 0  # a fresh mirror
+    assert eng_db.mirror_table().empty  # a fresh mirror
     result = materialize(eng_db.app_db, [SIGNALS_KEY, MILESTONES_KEY], firestore=fs)
     meta = materialization_metadata(result, SIGNALS_KEY)
     assert meta["mirror_synced"] is True and meta["mirror_documents_read"] == world.written

@@ -90,7 +90,7 @@ def test_wiring():
         "firestore/app_usage_events", "app_db/goals", "app_db/user_goals", "app_db/apps",
         "app_db/app_goal_sub_categories", "app_db/goal_sub_categories",
     }
-    materializable = {"app_db/firestore_app_usage_events", "app_db/user_engagement_signals", "app_db/user_milestones"}
+    materializable = {"engagement/firestore_app_usage_events", "app_db/user_engagement_signals", "app_db/user_milestones"}
     by_key = {}
     for a in defs.assets:
         for key in a.keys if isinstance(a, dg.AssetsDefinition) else [a.key]:
@@ -129,5 +129,5 @@ def test_wiring():
     job = top.resolve_job_def("engagement_daily_job")
     # the signals read Firestore themselves: the job is signals + milestones
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == materializable - {
-        "app_db/firestore_app_usage_events"
+        "engagement/firestore_app_usage_events"
     }
