@@ -5,6 +5,8 @@ on an older schema, and the command line."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 import sqlalchemy as sa
 
@@ -25,7 +27,7 @@ def empty_db(_postgres_server):
     engine = sa.create_engine(url)
     yield url, engine
     engine.dispose()
-    _postgres_server.drop_database(name)
+    _postgres_server.drop_database(name)  # (IF EXISTS: a test may have dropped it)
 
 
 def test_upgrade_and_downgrade_on_a_real_postgres(empty_db):
@@ -89,3 +91,56 @@ def test_command_line(empty_db, capsys):
     assert main(["--url", url, "downgrade", "base"]) == 0
     assert "revision: (none)" in capsys.readouterr().out
     assert _tables(engine) == {migrations.VERSION_TABLE}
+
+
+def test_the_runtime_role_needs_no_create_on_public(_postgres_server, empty_db, duckdb_warehouse):
+    """Migrate with an owner role, then run the engagement assets as a role that may not
+    create anything in ``public`` (only DML on the migrated tables, SELECT on the app's)."""
+    import uuid
+
+    from analytics_platform.engagement.assets import MILESTONES_KEY, SIGNALS_KEY
+    from analytics_platform.engagement import store
+    from analytics_platform.resources.app_db import AppDatabase
+    from analytics_platform_tests.engagement.conftest import EngagementDb, materialize
+
+    url, engine = empty_db
+    suffix = uuid.uuid4().hex[:8]
+    owner, runtime = f"analytics_owner_{suffix}", f"analytics_runtime_{suffix}"
+    database = sa.make_url(url).database
+    with engine.begin() as conn:  # as the superuser: the roles, and the application's goal tables
+        conn.exec_driver_sql(f'CREATE ROLE "{owner}" LOGIN PASSWORD \'owner-pw\'')
+        conn.exec_driver_sql(f'CREATE ROLE "{runtime}" LOGIN PASSWORD \'runtime-pw\'')
+        conn.exec_driver_sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.exec_driver_sql(f'GRANT USAGE, CREATE ON SCHEMA public TO "{owner}"')
+        conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA public TO "{runtime}"')
+        store.ensure_goal_tables(conn)
+        for table in store.GOAL_TABLES:
+            conn.exec_driver_sql(f'GRANT SELECT ON {table} TO "{runtime}"')
+        conn.exec_driver_sql(f'GRANT CONNECT ON DATABASE "{database}" TO "{owner}", "{runtime}"')
+        conn.exec_driver_sql("INSERT INTO goal_sub_categories VALUES (1, 'Fitness')")
+        conn.exec_driver_sql("INSERT INTO goals VALUES (10, 'Get fit', 1)")
+        conn.exec_driver_sql("INSERT INTO apps VALUES (1, 'com.fit.app', 'Fit')")
+        conn.exec_driver_sql("INSERT INTO app_goal_sub_categories VALUES (1, 1)")
+        conn.exec_driver_sql("INSERT INTO user_goals VALUES ('alice', 10, 1)")
+    as_role = lambda role, pw: sa.make_url(url).set(username=role, password=pw).render_as_string(hide_password=False)  # noqa: E731
+    runtime_db = AppDatabase(url=as_role(runtime, "runtime-pw"))
+    try:
+        migrations.upgrade(as_role(owner, "owner-pw"), grant_to=runtime)
+        with runtime_db.connect() as conn:
+            assert conn.execute(sa.text("SELECT has_schema_privilege(current_user, 'public', 'CREATE')")).scalar() is False
+            with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                conn.exec_driver_sql("CREATE TABLE runtime_may_not (x int)")
+        world = EngagementDb(runtime_db, duckdb_warehouse)
+        world.mirror.ensure()
+        world.event("alice", "com.fit.app", dt.datetime(2024, 6, 5, 12, tzinfo=dt.timezone.utc))
+        result = materialize(runtime_db, [SIGNALS_KEY, MILESTONES_KEY])
+        assert result.success
+        assert world.rows("user_engagement_signals")["alice"]["event_count"] == 1
+        assert world.rows("user_milestones")["alice"]["goal_setting_complete"] is True
+    finally:
+        if runtime_db._engine is not None:
+            runtime_db._engine.dispose()
+        with _postgres_server.admin_engine().connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            for role in (owner, runtime):
+                conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
