@@ -315,6 +315,7 @@ def replace_partition_rows(
     """Replace the rows of ``as_of_date`` (only those of ``user_ids`` when given) by
     ``frame``, in ``conn``'s transaction: DELETE, then COPY."""
     columns = _OUTPUT_COLUMNS[table]
+    conn.execute(sa.text(sql("lock_partition")), {"key": f"analytics_platform:{table}:{as_of_date.isoformat()}"})
     deleted = _delete_partition(conn, table, as_of_date, user_ids)
     out = frame.sort_values("user_id", kind="stable")  # primary-key order: cheaper index inserts
     out["as_of_date"] = as_of_date
