@@ -366,7 +366,7 @@ def milestone_users_not_in_signals(conn: sa.Connection, as_of_date: dt.date) -> 
 # ---------------------------------------------------------------------------- one asset's work
 @dataclass
 class ExtractionResult:
-    """What one run of ``app_db/firestore_app_usage_events`` read and wrote."""
+    """What one run of ``engagement/firestore_app_usage_events`` (or the read inside a signals run) read and wrote."""
 
     source: str
     full_refresh: bool
