@@ -188,6 +188,7 @@ class Settings:
     firebase_service_account_json: Optional[str] = var("FIREBASE_SERVICE_ACCOUNT_JSON", secret=True)
     firebase_root_collection: str = var("FIREBASE_ROOT_COLLECTION", "app_usage_events")
     firebase_events_subcollection: str = var("FIREBASE_EVENTS_SUBCOLLECTION", "events")
+    engagement_dataset: str = var("ENGAGEMENT_DATASET", "engagement")  # warehouse: Firestore mirror, aggregates
     # domain settings
     events_config_path: Path = var("EVENTS_CONFIG_PATH", Path("config/events_config.json"), _path)
     events_config_inline: Optional[str] = var("EVENTS_CONFIG")

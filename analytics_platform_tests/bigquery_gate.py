@@ -203,6 +203,7 @@ def _schemas() -> dict[str, Schema]:
         "posthog.sessions_export": schema_of(posthog.POSTHOG_SESSIONS_SCHEMA),
         "firebase.users": schema_of(posthog.FIREBASE_USERS_SCHEMA),
         "firebase.events": schema_of(posthog.FIREBASE_EVENTS_SCHEMA),
+        **_engagement_schemas(),
     }
 
 
@@ -224,6 +225,7 @@ def _table_names() -> dict[str, tuple[str, str]]:
         "posthog.sessions_export": (POSTHOG_DS, "sessions"),
         "firebase.users": (FIREBASE_DS, posthog.USERS_TABLE),
         "firebase.events": (FIREBASE_DS, posthog.EVENTS_TABLE),
+        **_engagement_table_names(),
     }
 
 
@@ -306,6 +308,7 @@ def _code_params() -> dict[str, dict[str, Any]]:
         "cohorts/active_yesterday": rules.yesterday_window(NOW).params(),
         "cohorts/insert_audit_log": rules.audit_params("run-1", "detect", "ok", {"day": DAY}, NOW),
         "posthog/sessions_merge": window.params(sessions_sql.DEFAULT_EVENT_NAMES, NOW),
+        **_engagement_params(),
     }
 
 
@@ -416,6 +419,7 @@ def _sql_file_statements() -> Iterator[GateStatement]:
     for name in ("sessions_partition_stats", "sessions_table_stats", "persons_stats"):
         yield stmt(f"posthog/{name}", f"posthog/{name}", _file(f"posthog/{name}", **agg))
     yield from _sessions_merge_statements()
+    yield from _engagement_statements(tables, stmt)
 
     # ops: the external sources' newest record (ops/observations.py, one statement per source)
     from analytics_platform.ops.observations import SOURCES
@@ -654,6 +658,7 @@ def _table_uses() -> list[TableUse]:
                  loads=({"mode": "append"},)),
         TableUse("firebase.users", FIREBASE_DS, P.USERS_TABLE, tuple(P.FIREBASE_USERS_SCHEMA), loads=({"mode": "append"},)),
         TableUse("firebase.events", FIREBASE_DS, P.EVENTS_TABLE, tuple(P.FIREBASE_EVENTS_SCHEMA), loads=({"mode": "append"},)),
+        *_engagement_table_uses(),
     ]
 
 
@@ -717,7 +722,7 @@ FRAGMENT_OF = {
     "posthog/properties_from_string": "posthog/sessions_merge",
     "mixpanel/match_window_starts": "load merge #1 mixpanel.anomalies mixpanel_data.event_anomalies",
 }
-WAREHOUSE_SQL_DOMAINS = ("mixpanel", "cohorts", "posthog", "ops")
+WAREHOUSE_SQL_DOMAINS = ("mixpanel", "cohorts", "posthog", "ops", "engagement")
 
 
 def uncovered_sql_files(statements: Sequence[GateStatement]) -> list[str]:
@@ -732,3 +737,86 @@ def uncovered_sql_files(statements: Sequence[GateStatement]) -> list[str]:
             if name not in ids and FRAGMENT_OF.get(name) not in ids:
                 missing.append(name)
     return missing
+
+
+# =========================================================================================
+# engagement (engagement/store.py, engagement/tables.py): the Firestore mirror, the
+# aggregates, and the goal batch staged by insert_from_batch
+# =========================================================================================
+ENGAGEMENT_DS = "engagement"
+STAGED_GOALS = "_goal_batch_0123456789ab"
+
+
+def _engagement_schemas() -> dict[str, Schema]:
+    from analytics_platform.engagement import tables as E
+
+    return {
+        "engagement.events": schema_of(E.EVENTS_SCHEMA),
+        "engagement.rejects": schema_of(E.REJECTS_SCHEMA),
+        "engagement.cursors": schema_of(E.CURSORS_SCHEMA),
+        "engagement.aggregates": schema_of(E.AGGREGATES_SCHEMA),
+    }
+
+
+def _engagement_table_names() -> dict[str, tuple[str, str]]:
+    from analytics_platform.engagement import tables as E
+
+    return {
+        "engagement.events": (ENGAGEMENT_DS, E.EVENTS_TABLE),
+        "engagement.rejects": (ENGAGEMENT_DS, E.REJECTS_TABLE),
+        "engagement.cursors": (ENGAGEMENT_DS, E.CURSORS_TABLE),
+        "engagement.aggregates": (ENGAGEMENT_DS, E.AGGREGATES_TABLE),
+    }
+
+
+def _engagement_params() -> dict[str, dict[str, Any]]:
+    """The parameter builders of engagement/store.py (full partition and user_ids mode)."""
+    from analytics_platform.engagement import store
+
+    return {
+        "engagement/user_aggregates": store.aggregation_params(NOW, DAY, NOW, None),
+        "engagement/delete_aggregates": store.user_params(DAY, None),
+        "engagement/select_aggregates": store.user_params(DAY, ["u1"]),
+        "engagement/existing_events": store.paths_param(["a/u/events/e"]),
+        "engagement/existing_rejects": store.paths_param(["a/u/events/e"]),
+        "engagement/delete_events_by_path": store.paths_param(["a/u/events/e"]),
+        "engagement/delete_rejects_by_path": store.paths_param(["a/u/events/e"]),
+        "engagement/select_cursor": store.source_param("firestore:p:app_usage_events/*/events"),
+        "engagement/table_row_count": {},
+    }
+
+
+def _engagement_statements(tables, stmt) -> Iterator[GateStatement]:
+    from analytics_platform.engagement import store, tables as E
+
+    ids = dict(dataset=ENGAGEMENT_DS)
+    for name in ("delete_aggregates", "select_aggregates", "existing_events", "existing_rejects",
+                 "delete_events_by_path", "delete_rejects_by_path", "select_cursor"):
+        yield stmt(f"engagement/{name}", f"engagement/{name}", _file(f"engagement/{name}", **ids))
+    for table in (E.EVENTS_TABLE, E.REJECTS_TABLE, E.AGGREGATES_TABLE):
+        yield stmt(f"engagement/table_row_count[{table}]", "engagement/table_row_count",
+                   _file("engagement/table_row_count", **ids, table=table))
+    staged = dict(tables)
+    staged[(ENGAGEMENT_DS, STAGED_GOALS)] = schema_of(E.GOALS_BATCH_SCHEMA)
+    aggregate_sql = _file("engagement/user_aggregates", **ids, batch_dataset=ENGAGEMENT_DS, batch=STAGED_GOALS)
+    yield stmt("engagement/user_aggregates", "engagement/user_aggregates", aggregate_sql, staged)
+    users_mode = store.aggregation_params(NOW, DAY, NOW, ["u1", "u2"])
+    yield GateStatement("engagement/user_aggregates[user_ids]", aggregate_sql, bound_types(users_mode), staged)
+
+
+def _engagement_table_uses() -> list["TableUse"]:
+    from analytics_platform.engagement import tables as E
+
+    return [
+        TableUse("engagement.events", ENGAGEMENT_DS, E.EVENTS_TABLE, tuple(E.EVENTS_SCHEMA), E.EVENTS_PARTITION_BY,
+                 E.EVENTS_CLUSTER_BY,
+                 loads=({"mode": "merge", "key_columns": ("document_path",)},
+                        {"mode": "append"})),  # append: the one-off move and the tests
+        TableUse("engagement.rejects", ENGAGEMENT_DS, E.REJECTS_TABLE, tuple(E.REJECTS_SCHEMA),
+                 loads=({"mode": "merge", "key_columns": ("document_path",), "preserve_on_update": ("first_seen_at",)},)),
+        TableUse("engagement.cursors", ENGAGEMENT_DS, E.CURSORS_TABLE, tuple(E.CURSORS_SCHEMA),
+                 loads=({"mode": "merge", "key_columns": ("source",)},)),
+        TableUse("engagement.aggregates", ENGAGEMENT_DS, E.AGGREGATES_TABLE, tuple(E.AGGREGATES_SCHEMA),
+                 E.AGGREGATES_PARTITION_BY, E.AGGREGATES_CLUSTER_BY,
+                 loads=({"mode": "append"},)),  # the one-off move
+    ]

@@ -6,7 +6,7 @@ Real components, never mocks (design.md principle 4):
 fixture              scope     gives
 ===================  ========  ==========================================================
 postgres_url         session   ``postgresql+psycopg2://`` URL of a throwaway PostgreSQL
-app_db_url           function  URL of a fresh empty database on it (dropped afterwards)
+app_db_url           function  URL of a fresh database on it, migrated (dropped afterwards)
 app_db               function  ``AppDatabase(url=app_db_url)``
 embedded_pg_dir      function  a fresh dir for ``AppDatabase(url=None, embedded_dir=...)``
 firestore_emulator   session   ``"127.0.0.1:PORT"`` of the Firestore emulator
@@ -95,8 +95,12 @@ def postgres_url(_postgres_server: pg_infra.PostgresServer) -> str:
 
 @pytest.fixture
 def app_db_url(_postgres_server: pg_infra.PostgresServer) -> Iterator[str]:
-    """A fresh, empty database (``test_<uuid>``) on the session server; dropped afterwards."""
+    """A fresh database (``test_<uuid>``) on the session server, migrated to the newest
+    revision of analytics_platform.migrations (as a deployment is); dropped afterwards."""
+    from analytics_platform import migrations
+
     name, url = _postgres_server.create_database("test")
+    migrations.upgrade(url)
     yield url
     try:
         _postgres_server.drop_database(name)

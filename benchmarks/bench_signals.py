@@ -4,8 +4,11 @@ set-based (the platform) vs a per-user loop (the old Lambda's shape).
     python -m benchmarks run signals                          # 100k users, 5M events (default)
     python -m benchmarks run signals --scale 20000 --baseline-scale 1000
 
-``scale`` = users; 50 extracted events per user (5M at 100k), already in
-``firestore_app_usage_events`` (the extraction is not measured). The data set per scale S
+``scale`` = users; 50 extracted events per user (5M at 100k), already in the warehouse
+mirror ``engagement.firestore_app_usage_events`` (local default: DuckDB; the extraction is
+not measured, the mirror is marked complete so no Firestore read happens). The events are
+generated inside PostgreSQL (the old mirror's place, which the baseline reads) and copied
+into DuckDB with one COPY + ``read_csv``. The data set per scale S
 (deterministic: generated inside PostgreSQL with ``setseed`` + ``generate_series``): 30
 goal sub-categories, 90 goals, 300 service apps (a third in two sub-categories); 75 % of
 the users chose 1-3 goals (tier 1 or 2); each user's events are spread over ~10 weeks
@@ -13,8 +16,10 @@ ending 0-4 weeks before T, 70 % on an app aligned with the user's first goal, 20
 random service app, 10 % on non-service apps.
 
 * ``platform``: ``app_db/user_engagement_signals`` then ``app_db/user_milestones`` for the
-  partition, materialized through Dagster (one aggregate query each, vectorised rules,
-  DELETE + COPY in one transaction each).
+  partition, materialized through Dagster (the aggregation in the warehouse, the goal
+  tables read from PostgreSQL, vectorised rules, DELETE + COPY of the results in one
+  PostgreSQL transaction each). Its PostgreSQL load is reported: statements sent by the
+  platform (counted on its engine), rows written (``pg_stat_database`` deltas).
 * ``baseline``: the evaluated users from one query, then per user: a query for their events,
   a query for their goals, the definitions evaluated event by event in Python
   (``engagement/reference.py``); the rows are upserted in one batch at the end (kinder than
@@ -62,11 +67,12 @@ T = as_of_for_day(DAY)
 
 SEED_SQL = """
 SELECT setseed(0.6);
+TRUNCATE user_engagement_signals, user_milestones;
 DROP TABLE IF EXISTS firestore_app_usage_events, firestore_app_usage_event_rejects, extraction_cursors,
-    user_engagement_signals, user_milestones, user_goals, app_goal_sub_categories, apps, goals,
+    user_engagement_aggregates, user_goals, app_goal_sub_categories, apps, goals,
     goal_sub_categories, bench_users CASCADE;
 {goal_tables}
-{schema}
+{legacy_mirror}
 DROP INDEX IF EXISTS firestore_app_usage_events_user_ts;
 INSERT INTO goal_sub_categories SELECT s, 'sub ' || s FROM generate_series(1, 30) s;
 INSERT INTO goals SELECT g, 'goal ' || g, 1 + (g % 30) FROM generate_series(1, 90) g;
@@ -103,10 +109,67 @@ VACUUM ANALYZE
 """
 
 
+# The old PostgreSQL mirror's table (the baseline reads it; the platform reads the warehouse).
+LEGACY_MIRROR = """
+CREATE TABLE firestore_app_usage_events (
+    document_path TEXT PRIMARY KEY, user_id TEXT NOT NULL, event_id TEXT NOT NULL, app_id TEXT NOT NULL,
+    foreground_time_ms BIGINT NOT NULL, session_id TEXT NOT NULL, event_timestamp TIMESTAMPTZ NOT NULL,
+    extracted_at TIMESTAMPTZ NOT NULL);
+"""
+DATASET = "engagement"
+SOURCE = "firestore:local-export:app_usage_events/*/events"
+
+
+def copy_events_to_warehouse(db: AppDatabase, warehouse, workdir: Path) -> None:
+    """The seeded events into the DuckDB mirror (one COPY out, one read_csv in), and the
+    mirror's cursor marked complete (no Firestore read during the measurement)."""
+    from analytics_platform.engagement import tables
+
+    csv = workdir / "events.csv"
+    engine = db.get_engine()
+    with engine.connect() as conn, csv.open("wb") as fh:
+        cur = conn.connection.dbapi_connection.cursor()
+        cur.copy_expert(
+            "COPY (SELECT document_path, user_id, event_id, app_id, foreground_time_ms, session_id, "
+            "to_char(event_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+            "(event_timestamp AT TIME ZONE 'UTC')::date, to_char(extracted_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM firestore_app_usage_events) TO STDOUT WITH (FORMAT csv)", fh)
+        cur.close()
+    mirror = store.Mirror(warehouse, DATASET)
+    mirror.ensure()
+    with warehouse.connect() as con:
+        con.execute(f'DELETE FROM "{DATASET}"."{tables.EVENTS_TABLE}"')
+        con.execute(
+            f'INSERT INTO "{DATASET}"."{tables.EVENTS_TABLE}" SELECT * FROM read_csv(?, header=false, columns={{'
+            "'document_path': 'VARCHAR', 'user_id': 'VARCHAR', 'event_id': 'VARCHAR', 'app_id': 'VARCHAR', "
+            "'foreground_time_ms': 'BIGINT', 'session_id': 'VARCHAR', 'event_timestamp': 'TIMESTAMPTZ', "
+            "'event_date': 'DATE', 'extracted_at': 'TIMESTAMPTZ'})", [str(csv)])
+    csv.unlink()
+    far = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+    mirror.write_cursor(SOURCE, store.StoredCursor(None, far, 0), utc_now())
+
+
+class StatementCounter:
+    """Statements the platform sends on an engine (COPY included)."""
+
+    def __init__(self, engine) -> None:
+        self.n = 0
+        sa.event.listen(engine, "before_cursor_execute", self._count)
+
+    def _count(self, *args, **kwargs) -> None:
+        self.n += 1
+
+
+def _pg_rows_written(db: AppDatabase) -> int:
+    with db.connect() as conn:
+        conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+        return int(conn.execute(sa.text(
+            "SELECT tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = current_database()"
+        )).scalar())
+
+
 def seed(db: AppDatabase, users: int) -> dict:
-    sql = SEED_SQL.replace("{goal_tables}", store.sql("goal_tables")).replace(
-        "{schema}", store.sql("schema").replace("SELECT pg_advisory_xact_lock(hashtext('analytics_platform.engagement.schema'));", "")
-    )
+    sql = SEED_SQL.replace("{goal_tables}", store.sql("goal_tables")).replace("{legacy_mirror}", LEGACY_MIRROR)
     statements = [s for s in sql.split(";\n") if s.strip()]
     engine = db.get_engine()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -315,12 +378,25 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
     results: list[Measurement] = []
     try:
         started = time.perf_counter()
+        from analytics_platform import migrations
+        from analytics_platform.resources.warehouse import DuckDBWarehouse
+
+        migrations.upgrade(url)  # the results' tables (signals, milestones)
         counts = seed(db, scale)
+        warehouse = DuckDBWarehouse(path=str(workdir / "signals_bench.duckdb"))
+        copy_events_to_warehouse(db, warehouse, workdir)
         seed_seconds = round(time.perf_counter() - started, 1)
         load = os.getloadavg()[0]
 
         postmaster = _postmaster(url)
-        resources = {"app_db": db, "firestore": LocalFirestore(local_export_path=str(workdir / "none.jsonl"))}
+        export = workdir / "empty.jsonl"
+        export.write_text("")
+        resources = {"app_db": db, "warehouse": warehouse,
+                     "firestore": LocalFirestore(local_export_path=str(export))}
+        counter = StatementCounter(db.get_engine())
+        time.sleep(1)
+        rows_before = _pg_rows_written(db)
+        counter.n = 0
         cpu_before = _db_cpu_seconds(postmaster)
         with measure(NAME, "platform", scale, "users") as m:
             outcome = dg.materialize(
@@ -331,6 +407,9 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
                 instance=dg.DagsterInstance.ephemeral(),
             )
         cpu_after = _db_cpu_seconds(postmaster)
+        statements = counter.n
+        time.sleep(1)  # pg_stat_database is flushed by the backends with a short delay
+        rows_written = _pg_rows_written(db) - rows_before
         step_seconds = {
             e.step_key: round(e.event_specific_data.duration_ms / 1000, 2)
             for e in outcome.all_events if e.event_type_value == "STEP_SUCCESS"
@@ -341,8 +420,11 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
             events=counts["firestore_app_usage_events"], user_goals=counts["user_goals"], rows_per_table=rows,
             step_seconds=step_seconds, seed_seconds=seed_seconds, load_avg_1m_before=round(load, 2),
             db_cpu_seconds=round(cpu_after - cpu_before, 1) if cpu_before is not None else None,
+            pg_statements=statements, pg_rows_written=rows_written, warehouse="duckdb",
         )
         results.append(m)
+        if os.environ.get("BENCH_SIGNALS_BASELINE", "1") == "0":
+            return results
 
         sample = baseline_scale or DEFAULT_BASELINE_USERS
         with db.connect() as conn:

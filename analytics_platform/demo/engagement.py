@@ -130,7 +130,6 @@ def seed(ctx: DemoContext) -> None:
     app_db = ctx.resources["app_db"]
     with app_db.begin() as conn:
         store.ensure_goal_tables(conn)
-        store.ensure_schema(conn)
         conn.execute(
             sa.text("INSERT INTO goal_sub_categories (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
             [{"id": i, "name": n} for i, n in SUB_CATEGORIES.items()],
@@ -161,8 +160,8 @@ def steps(ctx: DemoContext) -> list[DemoStep]:
     day = ctx.demo_date.isoformat()
     return [
         DemoStep(
-            selection=["app_db/firestore_app_usage_events"],
-            description="extract the Firestore usage events (incremental; 3 malformed documents are quarantined)",
+            selection=["engagement/firestore_app_usage_events"],
+            description="extract the Firestore usage events into the warehouse mirror (incremental; 3 malformed documents are quarantined)",
             planted=("3 Firestore documents with a missing or ill-typed field are quarantined, the rest loads",),
         ),
         DemoStep(

@@ -1,11 +1,19 @@
-"""PostgreSQL I/O of the engagement domain: schema, extraction pages with their cursor,
-set-based aggregates, transactional partition replacement, the reads of the checks — and
-the orchestration of each asset's work (:func:`extract_events`, :func:`compute_signals`,
-:func:`compute_milestones`), returning result dataclasses with ``.metadata()``.
+"""I/O of the engagement domain and each asset's work (:func:`extract_events`,
+:func:`ensure_mirror_current`, :func:`write_signals_partition`,
+:func:`write_milestones_partition`), returning result dataclasses with ``.metadata()``.
 
-The SQL functions take an open SQLAlchemy ``Connection`` inside the caller's transaction
-(``with app_db.begin() as conn``) unless they say otherwise, so the caller decides what is
-atomic. Statements live in ``analytics_platform/sql/engagement/postgres/*.sql``.
+Where things live (design.md: push compute to the warehouse, PostgreSQL receives results):
+
+* the **warehouse** (``Warehouse``: BigQuery in prod, DuckDB locally; dataset
+  ``ENGAGEMENT_DATASET``, :mod:`.tables`): the mirror of the Firestore event documents, its
+  quarantine and cursor, and the per-user aggregates (BigQuery-dialect SQL in
+  ``sql/engagement/*.sql``);
+* the **application PostgreSQL**: the goal tables (read per run, small) and the results
+  ``user_engagement_signals`` / ``user_milestones`` (tables created by
+  ``analytics_platform.migrations``; Postgres SQL in ``sql/engagement/postgres/``).
+
+The PostgreSQL functions take an open SQLAlchemy ``Connection`` inside the caller's
+transaction (``with app_db.begin() as conn``), so the caller decides what is atomic.
 """
 
 from __future__ import annotations
@@ -22,8 +30,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
+from analytics_platform import migrations
 from analytics_platform.common import UTC, read_postgres_sql, render_sql, utc_now
-from analytics_platform.engagement import rules
+from analytics_platform.engagement import rules, tables
 from analytics_platform.engagement.rules import (
     AGGREGATE_COLUMNS,
     MILESTONE_COLUMNS,
@@ -32,22 +41,31 @@ from analytics_platform.engagement.rules import (
     split_documents,
     week_boundaries,
 )
+from analytics_platform.engagement.tables import (
+    AGGREGATES_TABLE,
+    CURSORS_TABLE,
+    EVENTS_TABLE,
+    GOALS_BATCH_SCHEMA,
+    REJECTS_TABLE,
+)
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.resources.firestore import EventCursor, FirestoreService, UntimedCounts
+from analytics_platform.resources.warehouse import Param, Warehouse
 
-EVENTS_TABLE = "firestore_app_usage_events"
-REJECTS_TABLE = "firestore_app_usage_event_rejects"
-CURSORS_TABLE = "extraction_cursors"
 SIGNALS_TABLE = "user_engagement_signals"
 MILESTONES_TABLE = "user_milestones"
-AGGREGATES_TABLE = "user_engagement_aggregates"
 GOAL_TABLES = ("goal_sub_categories", "goals", "user_goals", "apps", "app_goal_sub_categories")
+
+DEFAULT_REREAD_WINDOW_HOURS = 72
+DEFAULT_UNTIMED_COUNT_TIMEOUT_SECONDS = 30.0
+# Firestore pages are buffered and written to the warehouse (then the cursor) every this
+# many documents: few, large DML statements (BigQuery) rather than one per page.
+DEFAULT_FLUSH_DOCUMENTS = 50_000
 
 # table -> its columns in order (what COPY writes)
 _OUTPUT_COLUMNS = {
     SIGNALS_TABLE: (*SIGNAL_COLUMNS[:1], "as_of_date", *SIGNAL_COLUMNS[1:], "computed_at"),
     MILESTONES_TABLE: (*MILESTONE_COLUMNS[:1], "as_of_date", *MILESTONE_COLUMNS[1:], "computed_at"),
-    AGGREGATES_TABLE: (*AGGREGATE_COLUMNS[:1], "as_of_date", *AGGREGATE_COLUMNS[1:], "computed_at"),
 }
 
 
@@ -61,9 +79,12 @@ class MissingInputs(RuntimeError):
     """An input of the asset is missing; retrying will not help (the message says what to do)."""
 
 
-def ensure_schema(conn: sa.Connection) -> None:
-    """Create the engagement tables if absent (idempotent, serialised by an advisory lock)."""
-    conn.exec_driver_sql(sql("schema"))
+class FirestoreUnavailable(RuntimeError):
+    """Firestore (or its local export) could not be read: nothing was computed or written."""
+
+
+class IncompleteMirror(RuntimeError):
+    """The mirror does not hold every event before T (so no numbers are computed)."""
 
 
 def ensure_goal_tables(conn: sa.Connection) -> None:
@@ -79,16 +100,36 @@ def missing_goal_tables(conn: sa.Connection) -> list[str]:
     ]
 
 
-# ---------------------------------------------------------------------------- extraction
-def read_cursor(conn: sa.Connection, source: str, for_update: bool = False) -> Optional[EventCursor]:
-    lock = sql("lock_selected_rows") if for_update else ""
-    statement = render_sql(sql("select_extraction_cursor"), fragments={"lock_selected_rows": lock})
-    row = conn.execute(sa.text(statement), {"source": source}).first()
-    if row is None:
-        return None
-    return EventCursor(row[0].astimezone(UTC), row[1])
+def _dbapi_cursor(conn: sa.Connection):
+    return conn.connection.dbapi_connection.cursor()
 
 
+# ---------------------------------------------------------------------------- parameters
+def user_params(as_of_date: dt.date, user_ids: Optional[Sequence[str]]) -> dict[str, Any]:
+    """Warehouse parameters selecting a partition's users (all, or ``user_ids``)."""
+    return {
+        "as_of_date": as_of_date,
+        "all_users": user_ids is None,
+        "user_ids": Param(list(user_ids or []), "STRING"),
+    }
+
+
+def aggregation_params(
+    as_of: dt.datetime, as_of_date: dt.date, computed_at: dt.datetime, user_ids: Optional[Sequence[str]]
+) -> dict[str, Any]:
+    """Parameters of ``sql/engagement/user_aggregates.sql``."""
+    return {"as_of": as_of, "computed_at": computed_at, **week_boundaries(as_of), **user_params(as_of_date, user_ids)}
+
+
+def paths_param(paths: Sequence[str]) -> dict[str, Any]:
+    return {"paths": Param(list(paths), "STRING")}
+
+
+def source_param(source: str) -> dict[str, Any]:
+    return {"source": source}
+
+
+# ---------------------------------------------------------------------------- the mirror (warehouse)
 @dataclass
 class PageCounts:
     inserted: int = 0
@@ -103,96 +144,126 @@ class PageCounts:
         self.rejected += other.rejected
 
 
-def _dbapi_cursor(conn: sa.Connection):
-    return conn.connection.dbapi_connection.cursor()
+@dataclass
+class StoredCursor:
+    cursor: Optional[EventCursor]
+    complete_until: Optional[dt.datetime]
+    documents_read_total: int
 
 
-def write_page(
-    conn: sa.Connection,
-    source: str,
-    split: SplitDocuments,
-    cursor: EventCursor,
-    documents_read: int,
-    now: dt.datetime,
-) -> PageCounts:
-    """Upsert one page's valid events and rejects, and advance the cursor, in ``conn``'s
-    transaction (so the data and the position commit together or not at all)."""
-    from psycopg2.extras import execute_values
-
-    counts = PageCounts(rejected=len(split.rejects))
-    valid = list({row["document_path"]: row for row in split.valid}.values())  # one row per path
-    rejects = list({row["document_path"]: row for row in split.rejects}.values())
-    cur = _dbapi_cursor(conn)
-    try:
-        if valid:
-            returned = execute_values(
-                cur,
-                sql("upsert_events"),
-                [
-                    (r["document_path"], r["user_id"], r["event_id"], r["app_id"], r["foreground_time_ms"],
-                     r["session_id"], r["event_timestamp"], now)
-                    for r in valid
-                ],
-                page_size=len(valid),
-                fetch=True,
-            )
-            counts.inserted = sum(1 for (inserted,) in returned if inserted)
-            counts.updated = len(returned) - counts.inserted
-            counts.unchanged = len(valid) - len(returned)
-            conn.execute(sa.text(sql("delete_rejects_by_path")), {"paths": [r["document_path"] for r in valid]})
-        if rejects:
-            execute_values(
-                cur,
-                sql("upsert_rejects"),
-                [
-                    (r["document_path"], r["user_id"], r["event_id"], r["reasons"], r["raw_fields"],
-                     r["event_timestamp"], now, now)
-                    for r in rejects
-                ],
-                page_size=len(rejects),
-            )
-            # a document that was valid before and is invalid now leaves the events table
-            conn.execute(sa.text(sql("delete_events_by_path")), {"paths": [r["document_path"] for r in rejects]})
-    finally:
-        cur.close()
-    advance_cursor(conn, source, cursor, documents_read, now)
-    return counts
-
-
-def advance_cursor(
-    conn: sa.Connection, source: str, cursor: EventCursor, documents_read: int, now: dt.datetime
-) -> EventCursor:
-    """Store ``cursor`` unless the stored one is already further (the cursor never moves
-    back, in Firestore's order); add ``documents_read`` to the running total."""
-    stored = read_cursor(conn, source, for_update=True)
-    target = cursor if stored is None or cursor.key() > stored.key() else stored
-    conn.execute(
-        sa.text(sql("upsert_extraction_cursor")),
-        {"source": source, "ts": target.timestamp, "path": target.path, "n": documents_read, "now": now},
+def _utc(value: Any) -> Optional[dt.datetime]:
+    if value is None or (not isinstance(value, dt.datetime) and pd.isna(value)):
+        return None
+    return pd.Timestamp(value).tz_convert(UTC).to_pydatetime() if pd.Timestamp(value).tzinfo else (
+        pd.Timestamp(value).tz_localize(UTC).to_pydatetime()
     )
-    return target
 
 
-def table_count(conn: sa.Connection, table: str) -> int:
-    if table not in (EVENTS_TABLE, REJECTS_TABLE, SIGNALS_TABLE, MILESTONES_TABLE, AGGREGATES_TABLE):
-        raise ValueError(f"unknown table {table}")
-    return int(conn.execute(sa.text(render_sql(sql("count_table_rows"), table=table))).scalar())
+_EVENT_VALUE_COLUMNS = ("user_id", "event_id", "app_id", "foreground_time_ms", "session_id", "event_timestamp")
 
 
-# ---------------------------------------------------------------------------- rules inputs
-def _user_params(user_ids: Optional[Sequence[str]]) -> dict:
-    if user_ids is None:
-        return {"all_users": True, "user_ids": []}
-    return {"all_users": False, "user_ids": list(user_ids)}
+@dataclass
+class Mirror:
+    """The Firestore mirror in the warehouse (``dataset``): events, rejects, cursor."""
+
+    warehouse: Warehouse
+    dataset: str
+
+    def ensure(self) -> None:
+        tables.ensure_tables(self.warehouse, self.dataset)
+
+    def read_cursor(self, source: str) -> StoredCursor:
+        rows = self.warehouse.run_file("engagement/select_cursor", source_param(source), dataset=self.dataset)
+        if rows.empty:
+            return StoredCursor(None, None, 0)
+        row = rows.iloc[0]
+        ts, path = _utc(row["cursor_timestamp"]), row["cursor_document_path"]
+        cursor = EventCursor(ts, path) if ts is not None and isinstance(path, str) and path else None
+        return StoredCursor(cursor, _utc(row["complete_until"]), int(row["documents_read_total"] or 0))
+
+    def write_cursor(self, source: str, stored: StoredCursor, now: dt.datetime) -> None:
+        """Upsert the source's row (after the data it describes: a crash in between only
+        makes the next run re-read, and upserts make that harmless)."""
+        frame = pd.DataFrame([{
+            "source": source,
+            "cursor_timestamp": stored.cursor.timestamp if stored.cursor else None,
+            "cursor_document_path": stored.cursor.path if stored.cursor else None,
+            "documents_read_total": stored.documents_read_total,
+            "updated_at": now,
+            "complete_until": stored.complete_until,
+        }])
+        self.warehouse.load(frame, self.dataset, CURSORS_TABLE, tables.CURSORS_SCHEMA, "merge", key_columns=("source",))
+
+    def count(self, table: str) -> int:
+        if table not in (EVENTS_TABLE, REJECTS_TABLE, AGGREGATES_TABLE):
+            raise ValueError(f"unknown table {table}")
+        return int(self.warehouse.run_file("engagement/table_row_count", dataset=self.dataset, table=table)["n"].iloc[0])
+
+    def write_batch(self, split: SplitDocuments, now: dt.datetime) -> PageCounts:
+        """Upsert a batch's valid events and rejects by document path (a row is rewritten
+        only when something changed); a document that changed validity moves tables."""
+        counts = PageCounts(rejected=len(split.rejects))
+        valid = list({row["document_path"]: row for row in split.valid}.values())  # one row per path
+        rejects = list({row["document_path"]: row for row in split.rejects}.values())
+        paths = [r["document_path"] for r in valid] + [r["document_path"] for r in rejects]
+        if not paths:
+            return counts
+        existing = self.warehouse.run_file("engagement/existing_events", paths_param(paths), dataset=self.dataset)
+        stored = {
+            r["document_path"]: (r["user_id"], r["event_id"], r["app_id"], int(r["foreground_time_ms"]),
+                                 r["session_id"], _utc(r["event_timestamp"]))
+            for r in existing.to_dict("records")
+        }
+        changed = []
+        for row in valid:
+            value = tuple(row[c] for c in _EVENT_VALUE_COLUMNS[:-1]) + (_utc(row["event_timestamp"]),)
+            old = stored.get(row["document_path"])
+            if old is None:
+                counts.inserted += 1
+            elif old != value:
+                counts.updated += 1
+            else:
+                counts.unchanged += 1
+                continue
+            changed.append({**row, "event_date": row["event_timestamp"].astimezone(UTC).date(), "extracted_at": now})
+        if changed:
+            self.warehouse.load(
+                pd.DataFrame(changed), self.dataset, EVENTS_TABLE, tables.EVENTS_SCHEMA, "merge",
+                key_columns=("document_path",),
+            )
+        invalid_now = [r["document_path"] for r in rejects if r["document_path"] in stored]
+        if invalid_now:
+            self.warehouse.execute_file("engagement/delete_events_by_path", paths_param(invalid_now), dataset=self.dataset)
+        if valid:
+            quarantined = self.warehouse.run_file(
+                "engagement/existing_rejects", paths_param([r["document_path"] for r in valid]), dataset=self.dataset
+            )
+            if not quarantined.empty:
+                self.warehouse.execute_file(
+                    "engagement/delete_rejects_by_path", paths_param(quarantined["document_path"].tolist()),
+                    dataset=self.dataset,
+                )
+        if rejects:
+            frame = pd.DataFrame(rejects)
+            frame["first_seen_at"] = now
+            frame["last_seen_at"] = now
+            self.warehouse.load(
+                frame, self.dataset, REJECTS_TABLE, tables.REJECTS_SCHEMA, "merge",
+                key_columns=("document_path",), preserve_on_update=("first_seen_at",),
+            )
+        return counts
 
 
+# ---------------------------------------------------------------------------- PostgreSQL reads
 _BIND = re.compile(r"(?<![:\w]):(\w+)")
 
 
-def copy_out(conn: sa.Connection, statement: str, params: dict, string_columns: Sequence[str] = ("user_id",)) -> pd.DataFrame:
-    """Run a SELECT through ``COPY (...) TO STDOUT`` and parse the CSV with Arrow: much
-    faster than row-by-row fetching for 100k+ rows. ``:name`` parameters are bound
-    client-side by psycopg2 (quoted, never formatted in)."""
+def copy_out_arrow(
+    conn: sa.Connection, statement: str, params: dict, column_types: Optional[dict] = None
+) -> pa.Table:
+    """Run a SELECT through ``COPY (...) TO STDOUT`` and parse the CSV with Arrow (much faster
+    than row-by-row fetching for 100k+ rows). ``:name`` parameters are bound client-side by
+    psycopg2 (quoted, never formatted in)."""
     cur = _dbapi_cursor(conn)
     try:
         bound = cur.mogrify(_BIND.sub(r"%(\1)s", statement.replace("%", "%%")), params).decode()
@@ -201,15 +272,17 @@ def copy_out(conn: sa.Connection, statement: str, params: dict, string_columns: 
     finally:
         cur.close()
     buffer.seek(0)
-    table = pa_csv.read_csv(
+    return pa_csv.read_csv(
         buffer,
         convert_options=pa_csv.ConvertOptions(
-            true_values=["t"], false_values=["f"],
-            column_types={c: pa.string() for c in string_columns},
-            strings_can_be_null=False,
+            true_values=["t"], false_values=["f"], column_types=column_types or {}, strings_can_be_null=False,
         ),
     )
-    return table.to_pandas()
+
+
+def copy_out(conn: sa.Connection, statement: str, params: dict, string_columns: Sequence[str] = ("user_id",)) -> pd.DataFrame:
+    """:func:`copy_out_arrow` as a DataFrame (``string_columns`` read as text)."""
+    return copy_out_arrow(conn, statement, params, {c: pa.string() for c in string_columns}).to_pandas()
 
 
 def _delete_partition(conn: sa.Connection, table: str, as_of_date: dt.date, user_ids: Optional[Sequence[str]]) -> int:
@@ -222,42 +295,6 @@ def _delete_partition(conn: sa.Connection, table: str, as_of_date: dt.date, user
         params["ids"] = list(user_ids)
     result = conn.execute(sa.text(statement), params)
     return int(result.rowcount or 0)
-
-
-def write_aggregates(
-    conn: sa.Connection,
-    as_of: dt.datetime,
-    as_of_date: dt.date,
-    computed_at: dt.datetime,
-    user_ids: Optional[Sequence[str]] = None,
-) -> int:
-    """Replace the partition's rows of ``user_engagement_aggregates`` (only ``user_ids``' when
-    given) by the aggregates as of ``as_of``, computed and inserted inside PostgreSQL (one
-    set-based statement, ``sql/engagement/postgres/user_aggregates.sql``). Returns the rows."""
-    conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
-    _delete_partition(conn, AGGREGATES_TABLE, as_of_date, user_ids)
-    statement = render_sql(sql("insert_user_aggregates"), fragments={"user_aggregates": sql("user_aggregates")})
-    result = conn.execute(
-        sa.text(statement),
-        {"as_of": as_of, "as_of_date": as_of_date, "computed_at": computed_at,
-         **week_boundaries(as_of), **_user_params(user_ids)},
-    )
-    return int(result.rowcount or 0)
-
-
-def read_aggregates(
-    conn: sa.Connection, as_of_date: dt.date, user_ids: Optional[Sequence[str]] = None
-) -> pd.DataFrame:
-    """The partition's aggregates (rules.AGGREGATE_COLUMNS), one row per evaluated user."""
-    return copy_out(conn, sql("select_user_aggregates"), {"as_of_date": as_of_date, **_user_params(user_ids)})
-
-
-def load_milestone_inputs(
-    conn: sa.Connection, as_of_date: dt.date, user_ids: Optional[Sequence[str]] = None
-) -> pd.DataFrame:
-    """Stored signals of ``as_of_date`` plus the tier flags stored with them
-    (rules.MILESTONE_INPUT_COLUMNS and ``aggregates_found``)."""
-    return copy_out(conn, sql("milestone_inputs"), {"as_of_date": as_of_date, **_user_params(user_ids)})
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -278,6 +315,7 @@ def replace_partition_rows(
     """Replace the rows of ``as_of_date`` (only those of ``user_ids`` when given) by
     ``frame``, in ``conn``'s transaction: DELETE, then COPY."""
     columns = _OUTPUT_COLUMNS[table]
+    conn.execute(sa.text(sql("lock_partition")), {"key": f"analytics_platform:{table}:{as_of_date.isoformat()}"})
     deleted = _delete_partition(conn, table, as_of_date, user_ids)
     out = frame.sort_values("user_id", kind="stable")  # primary-key order: cheaper index inserts
     out["as_of_date"] = as_of_date
@@ -324,10 +362,11 @@ def milestone_users_not_in_signals(conn: sa.Connection, as_of_date: dt.date) -> 
     return int(row[0]), int(row[1])
 
 
+
 # ---------------------------------------------------------------------------- one asset's work
 @dataclass
 class ExtractionResult:
-    """What one run of ``app_db/firestore_app_usage_events`` read and wrote."""
+    """What one run of ``engagement/firestore_app_usage_events`` (or the read inside a signals run) read and wrote."""
 
     source: str
     full_refresh: bool
@@ -339,6 +378,8 @@ class ExtractionResult:
     untimed: Optional[UntimedCounts] = None
     total_rows: int = 0
     rejects_total: int = 0
+    complete_until: Optional[dt.datetime] = None
+    untimed_error: str = ""
 
     def metadata(self) -> dict[str, Any]:
         metadata: dict[str, Any] = {
@@ -358,60 +399,118 @@ class ExtractionResult:
         if self.untimed is not None:
             metadata["without_valid_timestamp"] = self.untimed.without_valid_timestamp
             metadata["future_dated"] = self.untimed.future_dated
+        if self.untimed_error:
+            metadata["untimed_count_error"] = self.untimed_error
+        metadata["complete_until"] = self.complete_until.isoformat() if self.complete_until else ""
         return metadata
 
 
+def _count_untimed(firestore: FirestoreService, until: dt.datetime, timeout: float, result: "ExtractionResult", log) -> None:
+    """The untimed-document count, bounded by ``timeout`` and never fatal: a failure or a
+    timeout is logged and reported (``untimed_count_error``), the run goes on."""
+    try:
+        result.untimed = firestore.count_untimed_documents(until=until, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - a side count must never fail the run
+        result.untimed_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        log.warning(
+            f"Counting the documents without a valid timestamp failed or exceeded {timeout:g}s "
+            f"({result.untimed_error}); the extraction itself is complete, the count is skipped this run."
+        )
+
+
+
+
 def extract_events(
-    app_db: AppDatabase,
+    mirror: Mirror,
     firestore: FirestoreService,
     *,
     full_refresh: bool,
     page_size: int,
     max_documents: Optional[int],
-    reread_overlap_minutes: int,
-    count_untimed: bool,
+    reread_window_hours: float = DEFAULT_REREAD_WINDOW_HOURS,
+    count_untimed: bool = True,
+    untimed_count_timeout: float = DEFAULT_UNTIMED_COUNT_TIMEOUT_SECONDS,
+    flush_documents: int = DEFAULT_FLUSH_DOCUMENTS,
     log: logging.Logger,
 ) -> ExtractionResult:
-    """Read the Firestore event documents after the stored cursor (all of them with
-    ``full_refresh``; from ``reread_overlap_minutes`` before it when > 0), page by page; each
-    page's valid events, rejects and the new cursor commit in one transaction."""
+    """Read the Firestore event documents from ``reread_window_hours`` before the stored
+    cursor (late uploads with an older ``timestamp``; all of them with ``full_refresh``) up
+    to now, page by page, into the warehouse mirror: every ``flush_documents`` documents (and
+    at the end) the buffered events and rejects are upserted, then the cursor is stored. A
+    read that fetched every page up to now records ``complete_until`` = now: the mirror then
+    holds every document with a timestamp before it (late uploads aside).
+
+    Firestore failures raise :class:`FirestoreUnavailable` (naming the cause) after the
+    client's own retries; batches written before stay (the next run continues)."""
     now = utc_now()
-    with app_db.begin() as conn:
-        ensure_schema(conn)
-        stored = read_cursor(conn, firestore.source_name)
-    after = None if full_refresh else stored
+    mirror.ensure()
+    stored = mirror.read_cursor(firestore.source_name)
+    after = None if full_refresh else stored.cursor
     since = None
-    if after is not None and reread_overlap_minutes > 0:
-        since = after.timestamp - dt.timedelta(minutes=reread_overlap_minutes)
+    if after is not None and reread_window_hours > 0:
+        since = after.timestamp - dt.timedelta(hours=reread_window_hours)
         after = None
     log.info(
-        f"Reading {firestore.describe()} "
-        + (f"after {stored.timestamp.isoformat()}" if after else ("from " + since.isoformat() if since else "from the start"))
+        f"Reading {firestore.describe()} into the warehouse mirror ({mirror.warehouse.engine} {mirror.dataset}) "
+        + (f"after {stored.cursor.timestamp.isoformat()}" if after else ("from " + since.isoformat() if since else "from the start"))
     )
 
-    result = ExtractionResult(source=firestore.describe(), full_refresh=full_refresh, totals=PageCounts(), cursor=stored)
-    for page in firestore.iter_event_pages(
-        after, since=since, until=now, page_size=page_size, max_documents=max_documents
-    ):
-        split = split_documents(page.documents, firestore.root_collection, firestore.events_subcollection)
-        with app_db.begin() as conn:
-            counts = write_page(conn, firestore.source_name, split, page.cursor, len(page.documents), now)
-            result.cursor = read_cursor(conn, firestore.source_name)
-        result.totals.add(counts)
-        result.documents_read += len(page.documents)
-        result.out_of_scope += split.out_of_scope
-        result.pages += 1
-        for reject in split.rejects[:5]:
-            log.warning(f"Rejected {reject['document_path']}: {reject['reasons']}")
+    result = ExtractionResult(source=firestore.describe(), full_refresh=full_refresh, totals=PageCounts(), cursor=stored.cursor)
+    buffer = SplitDocuments()
+    buffered = 0
 
-    result.untimed = firestore.count_untimed_documents(until=now) if count_untimed else None
-    with app_db.begin() as conn:
-        result.total_rows = table_count(conn, EVENTS_TABLE)
-        result.rejects_total = table_count(conn, REJECTS_TABLE)
+    def flush(position: Optional[EventCursor]) -> None:
+        nonlocal buffer, buffered
+        if buffered == 0:
+            return
+        result.totals.add(mirror.write_batch(buffer, now))
+        if position is not None and (stored.cursor is None or position.key() > stored.cursor.key()):
+            stored.cursor = position  # never moves back, in Firestore's order
+        stored.documents_read_total += buffered
+        mirror.write_cursor(firestore.source_name, stored, now)
+        result.cursor = stored.cursor
+        buffer, buffered = SplitDocuments(), 0
+
+    position = None
+    try:
+        for page in firestore.iter_event_pages(
+            after, since=since, until=now, page_size=page_size, max_documents=max_documents
+        ):
+            split = split_documents(page.documents, firestore.root_collection, firestore.events_subcollection)
+            buffer.valid.extend(split.valid)
+            buffer.rejects.extend(split.rejects)
+            buffered += len(page.documents)
+            position = page.cursor
+            result.documents_read += len(page.documents)
+            result.out_of_scope += split.out_of_scope
+            result.pages += 1
+            for reject in split.rejects[:5]:
+                log.warning(f"Rejected {reject['document_path']}: {reject['reasons']}")
+            if buffered >= flush_documents:
+                flush(position)
+    except FirestoreUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any read failure: name it
+        flush(position)  # what was read is valid: keep it (the cursor follows it)
+        raise FirestoreUnavailable(
+            f"Reading {firestore.describe()} failed ({type(exc).__name__}: {str(exc)[:300]}); "
+            f"{result.documents_read} document(s) were read and kept before the failure, "
+            "the mirror is incomplete and no signals were computed."
+        ) from exc
+    flush(position)
+    if max_documents is None or result.documents_read < max_documents:
+        stored.complete_until = max(stored.complete_until or now, now)
+        mirror.write_cursor(firestore.source_name, stored, now)
+        result.complete_until = now
+
+    if count_untimed:
+        _count_untimed(firestore, now, untimed_count_timeout, result, log)
+    result.total_rows = mirror.count(EVENTS_TABLE)
+    result.rejects_total = mirror.count(REJECTS_TABLE)
     if result.totals.rejected:
         log.warning(
             f"{result.totals.rejected} document(s) with a missing or ill-typed field were skipped and "
-            f"quarantined in {REJECTS_TABLE}."
+            f"quarantined in {mirror.dataset}.{REJECTS_TABLE}."
         )
     if result.untimed and result.untimed.without_valid_timestamp:
         log.warning(
@@ -419,6 +518,83 @@ def extract_events(
             "`timestamp` and cannot be read incrementally (see docs/engagement.md)."
         )
     return result
+
+
+@dataclass
+class MirrorSync:
+    """Whether a signals run had to read Firestore to bring the mirror up to T, and what it read."""
+
+    as_of: dt.datetime
+    complete_until_before: Optional[dt.datetime]
+    extraction: Optional[ExtractionResult]  # None: the mirror was already current
+
+    def metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"mirror_synced": self.extraction is not None}
+        if self.extraction is not None:
+            metadata["mirror_documents_read"] = self.extraction.documents_read
+            metadata["mirror_inserted"] = self.extraction.totals.inserted
+            metadata["mirror_updated"] = self.extraction.totals.updated
+            metadata["mirror_rejected"] = self.extraction.totals.rejected
+            if self.extraction.untimed is not None:
+                metadata["without_valid_timestamp"] = self.extraction.untimed.without_valid_timestamp
+            if self.extraction.untimed_error:
+                metadata["untimed_count_error"] = self.extraction.untimed_error
+        return metadata
+
+
+def mirror_needs_sync(
+    complete_until: Optional[dt.datetime],
+    as_of: dt.datetime,
+    now: dt.datetime,
+    reread_window: dt.timedelta,
+    max_age: dt.timedelta,
+) -> bool:
+    """Pure: must a run computing as of ``as_of`` read Firestore first?
+
+    Not when the last complete read ended at or after ``as_of + reread_window`` (late uploads
+    for T are assumed to arrive within the window: a backfill of old days reads nothing),
+    nor when it ended less than ``max_age`` ago (the partitions of one daily tick share one
+    read); otherwise yes (also on a fresh instance: nothing was read yet)."""
+    if complete_until is None:
+        return True
+    if complete_until >= as_of + reread_window:
+        return False
+    return complete_until < now - max_age
+
+
+def ensure_mirror_current(
+    mirror: Mirror,
+    firestore: FirestoreService,
+    as_of: dt.datetime,
+    *,
+    reread_window_hours: float = DEFAULT_REREAD_WINDOW_HOURS,
+    max_age_minutes: float = 0,
+    untimed_count_timeout: float = DEFAULT_UNTIMED_COUNT_TIMEOUT_SECONDS,
+    log: logging.Logger,
+) -> MirrorSync:
+    """Bring the mirror up to ``as_of`` (incrementally, from the stored cursor) unless it is
+    already current; raise :class:`FirestoreUnavailable` / :class:`IncompleteMirror` rather
+    than let numbers be computed on an incomplete mirror."""
+    now = utc_now()
+    if as_of > now:
+        raise IncompleteMirror(
+            f"as of {as_of.isoformat()} is in the future: the day is not over, its events are not all "
+            "written yet (materialize a past partition)."
+        )
+    mirror.ensure()
+    before = mirror.read_cursor(firestore.source_name).complete_until
+    window = dt.timedelta(hours=reread_window_hours)
+    if not mirror_needs_sync(before, as_of, now, window, dt.timedelta(minutes=max_age_minutes)):
+        log.info(f"Mirror current: complete until {before.isoformat()}, no Firestore read needed for {as_of.isoformat()}")
+        return MirrorSync(as_of, before, None)
+    extraction = extract_events(
+        mirror, firestore, full_refresh=False, page_size=1000, max_documents=None,
+        reread_window_hours=reread_window_hours, count_untimed=True,
+        untimed_count_timeout=untimed_count_timeout, log=log,
+    )
+    if extraction.complete_until is None or extraction.complete_until < as_of:
+        raise IncompleteMirror(f"the mirror is complete only until {extraction.complete_until}, not {as_of.isoformat()}")
+    return MirrorSync(as_of, before, extraction)
 
 
 @dataclass
@@ -477,27 +653,66 @@ class MilestonesResult(PartitionResult):
         return metadata
 
 
+def read_goal_batch(conn: sa.Connection, user_ids: Optional[Sequence[str]]) -> pa.Table:
+    """The goal tables of a run as the aggregation's batch (tables.GOALS_BATCH_SCHEMA):
+    every service app with its sub-categories, and the (requested) users' goals."""
+    return copy_out_arrow(
+        conn, sql("goal_batch"), _pg_user_params(user_ids),
+        column_types={"kind": pa.string(), "key": pa.string(), "sub_category_id": pa.int64(), "tier": pa.int64()},
+    )
+
+
+def _pg_user_params(user_ids: Optional[Sequence[str]]) -> dict:
+    if user_ids is None:
+        return {"all_users": True, "user_ids": []}
+    return {"all_users": False, "user_ids": list(user_ids)}
+
+
+def compute_aggregates(
+    mirror: Mirror, goals: pa.Table, as_of: dt.datetime, day: dt.date, computed_at: dt.datetime,
+    user_ids: Optional[Sequence[str]],
+) -> pd.DataFrame:
+    """Replace the partition's aggregates in the warehouse (only ``user_ids``' when given)
+    by those as of ``as_of`` (one set-based statement over the mirror and the goal batch)
+    and return them (rules.AGGREGATE_COLUMNS). The DELETE and the INSERT are two statements:
+    a failure in between leaves the partition's aggregates short, and the signals are not
+    written (the next run replaces both)."""
+    mirror.ensure()
+    mirror.warehouse.execute_file("engagement/delete_aggregates", user_params(day, user_ids), dataset=mirror.dataset)
+    mirror.warehouse.insert_from_batch(
+        "engagement/user_aggregates", goals, GOALS_BATCH_SCHEMA,
+        aggregation_params(as_of, day, computed_at, user_ids),
+        batch_dataset=mirror.dataset, dataset=mirror.dataset,
+    )
+    return read_aggregates(mirror, day, user_ids)
+
+
+def read_aggregates(mirror: Mirror, day: dt.date, user_ids: Optional[Sequence[str]]) -> pd.DataFrame:
+    frame = mirror.warehouse.run_file("engagement/select_aggregates", user_params(day, user_ids), dataset=mirror.dataset)
+    return frame[list(AGGREGATE_COLUMNS)]
+
+
 def write_signals_partition(
-    app_db: AppDatabase, day: dt.date, users: Optional[list[str]], log: logging.Logger
+    app_db: AppDatabase, mirror: Mirror, day: dt.date, users: Optional[list[str]], log: logging.Logger
 ) -> SignalsResult:
-    """Aggregate (inside PostgreSQL), evaluate the signal rules and replace the partition's
-    rows of ``user_engagement_signals`` and ``user_engagement_aggregates`` (only ``users``'
-    when given), in one transaction."""
+    """Aggregate in the warehouse (goal tables read from PostgreSQL for the run), evaluate
+    the signal rules, and replace the partition's rows of ``user_engagement_signals`` (only
+    ``users``' when given) in one PostgreSQL transaction."""
     as_of = rules.as_of_for_day(day)
     with app_db.connect() as conn:
+        migrations.require_current(conn)
         missing = missing_goal_tables(conn)
-    if missing:
-        raise MissingInputs(
-            f"The application database lacks the goal tables {', '.join(missing)}. They belong to "
-            "the application (check APP_DATABASE_URL); locally, seed them with "
-            "`python -m analytics_platform.demo --domain engagement`."
-        )
+        if missing:
+            raise MissingInputs(
+                f"The application database lacks the goal tables {', '.join(missing)}. They belong to "
+                "the application (check APP_DATABASE_URL); locally, seed them with "
+                "`python -m analytics_platform.demo --domain engagement`."
+            )
+        goals = read_goal_batch(conn, users)
     computed_at = utc_now()
+    aggregates = compute_aggregates(mirror, goals, as_of, day, computed_at, users)
+    signals = rules.compute_signals(aggregates)
     with app_db.begin() as conn:
-        ensure_schema(conn)
-        write_aggregates(conn, as_of, day, computed_at, users)  # set-based, inside PostgreSQL
-        aggregates = read_aggregates(conn, day, users)
-        signals = rules.compute_signals(aggregates)
         written = replace_partition_rows(conn, SIGNALS_TABLE, signals, day, computed_at, users)
     with app_db.connect() as conn:
         stats = partition_stats(conn, SIGNALS_TABLE, day)
@@ -508,23 +723,39 @@ def write_signals_partition(
     return SignalsResult(day, as_of, users, signals, written, stats)
 
 
+def load_milestone_inputs(
+    app_db: AppDatabase, mirror: Mirror, day: dt.date, user_ids: Optional[Sequence[str]]
+) -> pd.DataFrame:
+    """Stored signals of ``day`` (PostgreSQL) plus the tier flags of the aggregates written
+    with them (warehouse): rules.MILESTONE_INPUT_COLUMNS and ``aggregates_found``."""
+    with app_db.connect() as conn:
+        migrations.require_current(conn)
+        signals = copy_out(conn, sql("select_partition_signals"), {"as_of_date": day, **_pg_user_params(user_ids)})
+    mirror.ensure()
+    tiers = read_aggregates(mirror, day, user_ids)[["user_id", "has_tier1_event", "has_tier2_event"]]
+    inputs = signals.merge(tiers, on="user_id", how="left", indicator=True)
+    inputs["aggregates_found"] = inputs.pop("_merge").eq("both").to_numpy()
+    for flag in ("has_tier1_event", "has_tier2_event"):
+        inputs[flag] = inputs[flag].fillna(False).astype(bool)
+    return inputs
+
+
 def write_milestones_partition(
-    app_db: AppDatabase, day: dt.date, users: Optional[list[str]], log: logging.Logger
+    app_db: AppDatabase, mirror: Mirror, day: dt.date, users: Optional[list[str]], log: logging.Logger
 ) -> MilestonesResult:
     """Evaluate the milestone rules on the partition's stored signals and replace the
     partition's rows of ``user_milestones`` (only ``users``' when given), in one transaction."""
     as_of = rules.as_of_for_day(day)
     computed_at = utc_now()
+    inputs = load_milestone_inputs(app_db, mirror, day, users)
+    if not inputs.empty and not inputs["aggregates_found"].all():
+        raise MissingInputs(
+            f"{int((~inputs['aggregates_found']).sum())} signals row(s) of {day.isoformat()} have no "
+            f"row in the warehouse's {mirror.dataset}.{AGGREGATES_TABLE}: re-materialize "
+            "app_db/user_engagement_signals for this partition (it writes both)."
+        )
+    milestones = rules.compute_milestones(inputs)
     with app_db.begin() as conn:
-        ensure_schema(conn)
-        inputs = load_milestone_inputs(conn, day, users)
-        if not inputs.empty and not inputs["aggregates_found"].all():
-            raise MissingInputs(
-                f"{int((~inputs['aggregates_found']).sum())} signals row(s) of {day.isoformat()} have no "
-                f"row in {AGGREGATES_TABLE}: re-materialize app_db/user_engagement_signals for this "
-                "partition (it writes both in one transaction)."
-            )
-        milestones = rules.compute_milestones(inputs)
         written = replace_partition_rows(conn, MILESTONES_TABLE, milestones, day, computed_at, users)
     if inputs.empty:
         log.warning(

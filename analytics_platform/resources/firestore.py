@@ -186,8 +186,11 @@ class FirestoreService(ConfigurableResource):
     def _pages(self, after, lower, upper, page_size, max_documents) -> Iterator[EventPage]:
         raise NotImplementedError
 
-    def count_untimed_documents(self, until: Optional[dt.datetime] = None) -> UntimedCounts:
-        """Count the documents a timestamp-ordered read cannot return."""
+    def count_untimed_documents(
+        self, until: Optional[dt.datetime] = None, timeout: Optional[float] = None
+    ) -> UntimedCounts:
+        """Count the documents a timestamp-ordered read cannot return, within ``timeout``
+        seconds per query (None: the client's default); raises on a failure or timeout."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ writes (demo/tests)
@@ -205,6 +208,11 @@ class FirestoreResource(FirestoreService):
     credentials_file: Optional[str] = Field(default=None, description="FIREBASE_CREDENTIALS_FILE")
     service_account_json: Optional[str] = Field(
         default=None, description="FIREBASE_SERVICE_ACCOUNT_JSON (secret: pass as EnvVar)"
+    )
+    read_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long one page read keeps retrying transient errors (unreachable, 503) before it fails.",
     )
 
     _client: Any = PrivateAttr(default=None)
@@ -332,7 +340,9 @@ class FirestoreResource(FirestoreService):
         if upper is not None:
             query = query.where(filter=FieldFilter("timestamp", "<", upper))
         query = query.order_by("timestamp").order_by("__name__")
-        retry = api_retry.Retry(initial=1.0, maximum=30.0, multiplier=2.0, timeout=300.0)
+        retry = api_retry.Retry(
+            initial=1.0, maximum=30.0, multiplier=2.0, timeout=self.read_timeout_seconds
+        )
         position = after
         read = 0
         while True:
@@ -344,7 +354,7 @@ class FirestoreResource(FirestoreService):
                 page_query = page_query.start_after(
                     {"timestamp": position.timestamp, "__name__": client.document(position.path)}
                 )
-            snapshots = list(page_query.stream(retry=retry, timeout=120.0))
+            snapshots = list(page_query.stream(retry=retry, timeout=min(120.0, self.read_timeout_seconds)))
             if not snapshots:
                 return
             documents = []
@@ -361,15 +371,21 @@ class FirestoreResource(FirestoreService):
             if len(snapshots) < limit:
                 return
 
-    def count_untimed_documents(self, until: Optional[dt.datetime] = None) -> UntimedCounts:
-        """Aggregation queries: billed one read per 1,000 index entries, no document is fetched."""
+    def count_untimed_documents(
+        self, until: Optional[dt.datetime] = None, timeout: Optional[float] = None
+    ) -> UntimedCounts:
+        """Aggregation queries: billed one read per 1,000 index entries, no document is
+        fetched. Each query is bounded by ``timeout`` seconds and not retried."""
         from google.cloud.firestore_v1.base_query import FieldFilter
 
         upper = as_utc(until) if until else None
         group = self.get_client().collection_group(self.events_subcollection)
 
         def count(query) -> int:
-            result = query.count(alias="n").get()
+            if timeout is None:
+                result = query.count(alias="n").get()
+            else:
+                result = query.count(alias="n").get(retry=None, timeout=timeout)
             return int(result[0][0].value)
 
         total = count(group)

@@ -1,19 +1,25 @@
-"""Fixtures of the engagement domain: an application database with the goal tables, helpers
-to write events (straight into the extraction table, or as Firestore documents), and to
-materialize the domain's assets the way Dagster runs them."""
+"""Fixtures of the engagement domain: an application database with the goal tables and a
+warehouse (DuckDB by default; ``eng_db_on_warehouse`` runs on both engines), helpers to write
+events (straight into the warehouse mirror, or as Firestore documents), and to materialize
+the domain's assets the way Dagster runs them."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
+import os
+import tempfile
 from typing import Any, Iterable, Optional
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+import pandas as pd
+
 from analytics_platform.common import UTC
-from analytics_platform.engagement import store
+from analytics_platform.engagement import store, tables
 from analytics_platform.engagement.assets import ASSETS, MILESTONES_OP, SIGNALS_OP
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.resources.firestore import FirestoreResource
@@ -31,11 +37,20 @@ FIT_APP, FIT_APP_2, SLEEP_APP, MONEY_APP = "com.fit.app", "com.fit.other", "com.
 NON_SERVICE_APP = "com.random.game"  # not in `apps`
 
 
-class EngagementDb:
-    """The application database of one test, with goal tables and helpers."""
+DATASET = "engagement"  # the default ENGAGEMENT_DATASET
+# app_db -> the warehouse of the same test (so ``materialize(world.app_db, ...)`` finds it)
+_WAREHOUSE_OF: dict[int, Any] = {}
 
-    def __init__(self, app_db: AppDatabase) -> None:
+
+class EngagementDb:
+    """The application database and warehouse of one test, with goal tables and helpers."""
+
+    def __init__(self, app_db: AppDatabase, warehouse: Any = None) -> None:
         self.app_db = app_db
+        self.warehouse = warehouse
+        self.mirror = store.Mirror(warehouse, DATASET) if warehouse is not None else None
+        if warehouse is not None:
+            _WAREHOUSE_OF[id(app_db)] = warehouse
         self._ids = itertools.count(1)
 
     def run(self, sql: str, params: Optional[Any] = None) -> None:
@@ -74,30 +89,37 @@ class EngagementDb:
         )
 
     def events(self, rows: Iterable[dict]) -> int:
-        """Insert extracted events directly: dicts with user_id, app_id, ts and optional
-        fg (foreground_time_ms, default 1000) and session (default 's1')."""
+        """Insert mirrored events directly into the warehouse: dicts with user_id, app_id, ts
+        and optional fg (foreground_time_ms, default 1000) and session (default 's1')."""
         values = []
+        now = dt.datetime.now(UTC)
         for row in rows:
             n = next(self._ids)
             values.append(
                 {
-                    "path": f"app_usage_events/{row['user_id']}/events/ev{n:06d}",
+                    "document_path": f"app_usage_events/{row['user_id']}/events/ev{n:06d}",
                     "user_id": row["user_id"],
                     "event_id": f"ev{n:06d}",
                     "app_id": row["app_id"],
-                    "fg": row.get("fg", 1000),
-                    "session": row.get("session", "s1"),
-                    "ts": row["ts"],
+                    "foreground_time_ms": row.get("fg", 1000),
+                    "session_id": row.get("session", "s1"),
+                    "event_timestamp": row["ts"],
+                    "event_date": row["ts"].astimezone(UTC).date(),
+                    "extracted_at": now,
                 }
             )
         if values:
-            self.run(
-                f"""INSERT INTO {store.EVENTS_TABLE} (document_path, user_id, event_id, app_id,
-                        foreground_time_ms, session_id, event_timestamp, extracted_at)
-                    VALUES (:path, :user_id, :event_id, :app_id, :fg, :session, :ts, now())""",
-                values,
+            self.mirror.ensure()
+            self.warehouse.load(
+                pd.DataFrame(values), DATASET, tables.EVENTS_TABLE, tables.EVENTS_SCHEMA, "append"
             )
         return len(values)
+
+    def mirror_table(self, table: str = tables.EVENTS_TABLE) -> pd.DataFrame:
+        """Every row of a warehouse table of the domain."""
+        from analytics_platform.common import validate_identifier
+
+        return self.warehouse.query(f"SELECT * FROM `{DATASET}.{validate_identifier(table)}`")
 
     def event(self, user_id: str, app_id: str, ts: dt.datetime, fg: int = 1000, session: str = "s1") -> None:
         self.events([{"user_id": user_id, "app_id": app_id, "ts": ts, "fg": fg, "session": session}])
@@ -110,18 +132,34 @@ class EngagementDb:
             )
             return {r["user_id"]: dict(r) for r in result.mappings()}
 
+    def aggregates(self, day: str = DAY) -> dict[str, dict]:
+        """The warehouse aggregates of a partition, by user."""
+        frame = store.read_aggregates(self.mirror, dt.date.fromisoformat(day), None)
+        return {r["user_id"]: r for r in frame.to_dict("records")}
+
     def scalar(self, sql: str, params: Optional[dict] = None) -> Any:
         with self.app_db.connect() as conn:
             return conn.execute(sa.text(sql), params or {}).scalar()
 
 
-@pytest.fixture
-def eng_db(app_db: AppDatabase) -> EngagementDb:
-    """Application database with the (empty) goal tables and the engagement tables."""
+def _engagement_db(app_db: AppDatabase, warehouse: Any) -> EngagementDb:
     with app_db.begin() as conn:
-        store.ensure_goal_tables(conn)
-        store.ensure_schema(conn)
-    return EngagementDb(app_db)
+        store.ensure_goal_tables(conn)  # the application's tables (the results are migrated)
+    db = EngagementDb(app_db, warehouse)
+    db.mirror.ensure()
+    return db
+
+
+@pytest.fixture
+def eng_db(app_db: AppDatabase, duckdb_warehouse) -> EngagementDb:
+    """Application database with the (empty) goal tables, and a DuckDB warehouse."""
+    return _engagement_db(app_db, duckdb_warehouse)
+
+
+@pytest.fixture
+def eng_db_on_warehouse(app_db: AppDatabase, warehouse) -> EngagementDb:
+    """``eng_db`` on each warehouse engine: DuckDB and the BigQuery emulator."""
+    return _engagement_db(app_db, warehouse)
 
 
 @pytest.fixture
@@ -134,6 +172,14 @@ def emulator_resource(host: str, project: str, **overrides: Any) -> FirestoreRes
     return FirestoreResource(emulator_host=host, project_id=project, **overrides)
 
 
+@functools.lru_cache(maxsize=None)
+def empty_export() -> str:
+    """Path of an existing, empty local Firestore export (one per test process)."""
+    handle, path = tempfile.mkstemp(prefix="empty-firestore-export-", suffix=".jsonl")
+    os.close(handle)
+    return path
+
+
 def materialize(
     app_db: AppDatabase,
     keys: list[dg.AssetKey],
@@ -141,11 +187,14 @@ def materialize(
     run_config: Optional[dict] = None,
     firestore: Optional[FirestoreResource] = None,
     raise_on_error: bool = True,
+    warehouse: Any = None,
 ) -> dg.ExecuteInProcessResult:
     resources: dict[str, Any] = {
         "app_db": app_db,
-        # not read unless the extraction is selected
-        "firestore": firestore or LocalFirestore(local_export_path="/nonexistent/events.jsonl"),
+        "warehouse": warehouse or _WAREHOUSE_OF[id(app_db)],
+        # the signals read Firestore up to T themselves: by default an existing, empty export
+        # (the events of most tests are written straight into the mirror table)
+        "firestore": firestore or LocalFirestore(local_export_path=empty_export()),
     }
     return dg.materialize(
         assets=ASSETS,

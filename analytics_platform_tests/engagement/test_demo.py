@@ -3,6 +3,8 @@ makes every signal and every milestone true for some user and false for another.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 
 from analytics_platform.engagement.rules import MILESTONE_FLAGS, SIGNAL_FLAGS
@@ -25,6 +27,15 @@ def test_demo_covers_every_signal_and_milestone(app_db_url, tmp_path, monkeypatc
     assert run_demo(domains=["engagement"]) == 0
     assert (tmp_path / "data" / "firestore" / "events.jsonl").exists()
     engine = sa.create_engine(app_db_url)
+    from analytics_platform.engagement.store import Mirror
+    from analytics_platform.resources.warehouse import DuckDBWarehouse
+
+    mirror = Mirror(DuckDBWarehouse(path=str(tmp_path / "data" / "warehouse.duckdb")), "engagement")
+    source = "firestore:local-export:app_usage_events/*/events"
+
+    def count(sql: str) -> int:
+        return int(mirror.warehouse.query(sql).iloc[0, 0])
+
     try:
         with engine.connect() as conn:
             def values(table, flag):
@@ -34,18 +45,31 @@ def test_demo_covers_every_signal_and_milestone(app_db_url, tmp_path, monkeypatc
                 assert values("user_engagement_signals", flag) == {True, False}, flag
             for flag in MILESTONE_FLAGS:
                 assert values("user_milestones", flag) == {True, False}, flag
-            rejects = conn.execute(sa.text("SELECT count(*) FROM firestore_app_usage_event_rejects")).scalar()
-            assert rejects == 3
             first = conn.execute(sa.text("SELECT count(*), max(computed_at) FROM user_engagement_signals")).one()
+        # the mirror is in the warehouse, not in PostgreSQL
+        rejects = count("SELECT COUNT(*) FROM `engagement.firestore_app_usage_event_rejects`")
+        assert rejects == 3
+        events_before = count("SELECT COUNT(*) FROM `engagement.firestore_app_usage_events`")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT to_regclass('firestore_app_usage_events')")).scalar() is None
 
         # a second run (re-seed + re-materialize) changes nothing but computed_at
         assert run_demo(domains=["engagement"]) == 0
         with engine.connect() as conn:
             again = conn.execute(sa.text("SELECT count(*), max(computed_at) FROM user_engagement_signals")).one()
-            events = conn.execute(sa.text("SELECT count(*) FROM firestore_app_usage_events")).scalar()
-            read = conn.execute(sa.text("SELECT documents_read_total FROM extraction_cursors")).scalar()
+        events = count("SELECT COUNT(*) FROM `engagement.firestore_app_usage_events`")
+        stored = mirror.read_cursor(source)
+        # the documents the default 72 h re-read window behind the cursor covers
+        low = stored.cursor.timestamp - dt.timedelta(hours=72)
+        in_window = len(mirror.warehouse.query(
+            "SELECT document_path FROM `engagement.firestore_app_usage_events` WHERE event_timestamp >= @low "
+            "UNION ALL SELECT document_path FROM `engagement.firestore_app_usage_event_rejects` "
+            "WHERE event_timestamp >= @low", {"low": low}))
         assert again[0] == first[0] and again[1] > first[1]
-        assert read == events + rejects  # the second extraction read nothing new
+        assert events == events_before
+        # the second extraction re-read only the late-write window, nothing else
+        assert 0 < in_window < events + rejects
+        assert stored.documents_read_total == events + rejects + in_window
     finally:
         engine.dispose()
     assert "materialized app_db/user_milestones" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from analytics_platform.engagement.assets import (
     MILESTONES_KEY,
     SIGNALS_KEY,
 )
-from analytics_platform.engagement.store import EVENTS_TABLE, MILESTONES_TABLE, REJECTS_TABLE, SIGNALS_TABLE
+from analytics_platform.engagement.store import EVENTS_TABLE, MILESTONES_TABLE, REJECTS_TABLE, SIGNALS_TABLE  # noqa: F401
 from analytics_platform_tests.engagement.conftest import (
     FIT_APP,
     GOAL_FITNESS,
@@ -39,24 +39,25 @@ def _doc(user, event, ts, app=FIT_APP, fg=1000, session="s1", **extra):
 
 
 def _extract(app_db, fs, **config):
+    """Extract with the given run config; without a re-read window unless one is given (these
+    tests check the cursor itself)."""
+    config.setdefault("reread_window_hours", 0)
     result = materialize(
         app_db, [EXTRACTED_EVENTS_KEY], partition=None, firestore=fs,
-        run_config={"ops": {EXTRACT_OP: {"config": config}}} if config else None,
+        run_config={"ops": {EXTRACT_OP: {"config": config}}},
     )
     return materialization_metadata(result, EXTRACTED_EVENTS_KEY), result
 
 
 def _events_table(world) -> dict[str, tuple]:
-    with world.app_db.connect() as conn:
-        import sqlalchemy as sa
-
-        rows = conn.execute(
-            sa.text(
-                f"SELECT document_path, user_id, event_id, app_id, foreground_time_ms, session_id, "
-                f"event_timestamp FROM {EVENTS_TABLE}"
-            )
-        ).all()
-    return {r[0]: tuple(r[1:]) for r in rows}
+    """The warehouse mirror: document_path -> (user_id, event_id, app_id, foreground_time_ms,
+    session_id, event_timestamp)."""
+    frame = world.mirror_table(EVENTS_TABLE)
+    return {
+        r["document_path"]: (r["user_id"], r["event_id"], r["app_id"], int(r["foreground_time_ms"]),
+                             r["session_id"], r["event_timestamp"].to_pydatetime())
+        for r in frame.to_dict("records")
+    }
 
 
 def _strip(rows):
@@ -94,17 +95,17 @@ def test_bad_documents_are_skipped_counted_and_quarantined(world, fs):
     assert meta["out_of_scope"] == 1
     assert meta["without_valid_timestamp"] == len(untimed)
     assert meta["dagster/row_count"] == len(good) + 1
-    check = check_results(result)[("app_db/firestore_app_usage_events", "documents_valid")]
+    check = check_results(result)[("engagement/firestore_app_usage_events", "documents_valid")]
     assert not check.passed and check.severity.value == "WARN"
 
     events = _events_table(world)
     assert set(events) == {d["path"] for d in good} | {"app_usage_events/u1/events/fg_float_ok"}
     assert events["app_usage_events/u1/events/fg_float_ok"][3] == 1500
 
-    with world.app_db.connect() as conn:
-        import sqlalchemy as sa
-
-        rejects = {r[0]: (r[1], r[2]) for r in conn.execute(sa.text(f"SELECT document_path, reasons, raw_fields FROM {REJECTS_TABLE}"))}
+    rejects = {
+        r["document_path"]: (r["reasons"], json.loads(r["raw_fields"]))
+        for r in world.mirror_table(REJECTS_TABLE).to_dict("records")
+    }
     assert set(rejects) == {d["path"] for d in bad}
     assert "app_id is missing" in rejects["app_usage_events/u1/events/no_app"][0]
     assert "foreground_time_ms has type str" in rejects["app_usage_events/u1/events/fg_string"][0]
@@ -121,7 +122,7 @@ def test_bad_documents_are_skipped_counted_and_quarantined(world, fs):
     meta, _ = _extract(world.app_db, fs, full_refresh=True)
     assert meta["inserted"] == 1 and meta["rejected"] == len(bad) - 1 and meta["unchanged"] == len(good) + 1
     assert "app_usage_events/u1/events/fg_string" in _events_table(world)
-    assert world.scalar(f"SELECT count(*) FROM {REJECTS_TABLE}") == len(bad) - 1
+    assert len(world.mirror_table(REJECTS_TABLE)) == len(bad) - 1
 
 
 def test_second_run_reads_only_new_documents_and_equals_a_full_reread(world, fs):
@@ -156,7 +157,8 @@ def test_second_run_reads_only_new_documents_and_equals_a_full_reread(world, fs)
     assert incremental_signals["dave"]["event_count"] == 4
 
     # a full re-read into an emptied store gives the same table and the same results
-    world.run(f"TRUNCATE {EVENTS_TABLE}, user_engagement_signals, user_milestones")
+    world.run("TRUNCATE user_engagement_signals, user_milestones")
+    world.warehouse.execute(f"DELETE FROM `engagement.{EVENTS_TABLE}` WHERE TRUE")
     meta_full, _ = _extract(world.app_db, fs, full_refresh=True, page_size=3)
     assert meta_full["documents_read"] == len(first) + len(second)
     assert _events_table(world) == incremental_events
@@ -165,7 +167,7 @@ def test_second_run_reads_only_new_documents_and_equals_a_full_reread(world, fs)
     assert _strip(world.rows(MILESTONES_TABLE)) == _strip(incremental_milestones)
 
     # the cursor accumulated the documents read
-    total = world.scalar("SELECT documents_read_total FROM extraction_cursors")
+    total = world.mirror.read_cursor(fs.source_name).documents_read_total
     assert total == len(first) + len(second) + meta_full["documents_read"]
 
 
@@ -187,7 +189,7 @@ def test_overlap_rereads_late_events_without_duplicates(world, fs):
     fs.write_documents([_doc("u1", "late", T - HOUR * 0.75)])
     meta, _ = _extract(world.app_db, fs)
     assert meta["documents_read"] == 0  # behind the cursor: missed without an overlap
-    meta, _ = _extract(world.app_db, fs, reread_overlap_minutes=60)
+    meta, _ = _extract(world.app_db, fs, reread_window_hours=1)
     assert meta["documents_read"] == 3 and meta["inserted"] == 1 and meta["unchanged"] == 2
     assert len(_events_table(world)) == 3
 

@@ -130,8 +130,10 @@ def test_local_export_has_the_same_shape(tmp_path):
     assert ts == BASE + dt.timedelta(hours=0) and ts.utcoffset() == dt.timedelta(0)
     assert _paths(fs.iter_event_pages(after=EventCursor(BASE, "app_usage_events/u1/events/e2"))) == paths[3:]
     assert fs.count_untimed_documents().without_valid_timestamp == 2
-    # a missing export is "no documents", not an error
-    assert list(LocalFirestore(local_export_path=str(tmp_path / "missing.jsonl")).iter_event_pages()) == []
+    # a missing export is an error naming it, not "no documents" (which would give every user
+    # zero events, silently)
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        list(LocalFirestore(local_export_path=str(tmp_path / "missing.jsonl")).iter_event_pages())
 
 
 def test_modes_and_setup_failures(tmp_path):

@@ -131,7 +131,7 @@ def test_goal_setting_check_fails_on_a_corrupted_row(world):
 def test_milestones_refuse_signals_written_without_their_aggregates(world):
     world.goal("u1", GOAL_FITNESS, tier=1)
     materialize(world.app_db, [SIGNALS_KEY])
-    world.run("DELETE FROM user_engagement_aggregates")
+    world.warehouse.execute("DELETE FROM `engagement.user_engagement_aggregates` WHERE TRUE")
     result = materialize(world.app_db, [MILESTONES_KEY], raise_on_error=False)
     assert not result.success
     message = result.get_step_failure_events()[0].step_failure_data.error.message

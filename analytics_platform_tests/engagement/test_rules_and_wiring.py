@@ -84,13 +84,13 @@ def test_document_validation():
 
 def test_wiring():
     from analytics_platform.engagement.definitions import defs
-    from analytics_platform.engagement.schedules import engagement_daily, partition_for
+    from analytics_platform.engagement.schedules import LATE_DAYS, engagement_daily, partition_for
 
     specs = {
         "firestore/app_usage_events", "app_db/goals", "app_db/user_goals", "app_db/apps",
         "app_db/app_goal_sub_categories", "app_db/goal_sub_categories",
     }
-    materializable = {"app_db/firestore_app_usage_events", "app_db/user_engagement_signals", "app_db/user_milestones"}
+    materializable = {"engagement/firestore_app_usage_events", "app_db/user_engagement_signals", "app_db/user_milestones"}
     by_key = {}
     for a in defs.assets:
         for key in a.keys if isinstance(a, dg.AssetsDefinition) else [a.key]:
@@ -112,11 +112,22 @@ def test_wiring():
     assert engagement_daily.execution_timezone == "UTC"
     assert partition_for(dt.datetime(2024, 6, 6, 1, 30, tzinfo=UTC)) == "2024-06-05"
     context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2024, 6, 6, 1, 30, tzinfo=UTC))
-    request = engagement_daily(context)
-    assert request.partition_key == "2024-06-05"
-    assert request.run_key == "engagement_daily:2024-06-05"
+    requests = engagement_daily(context)
+    # yesterday, then the LATE_DAYS days before it again (late uploads), one run each
+    assert [r.partition_key for r in requests] == ["2024-06-05", "2024-06-04", "2024-06-03", "2024-06-02"]
+    assert LATE_DAYS == 3
+    assert requests[0].run_key == "engagement_daily:2024-06-06:2024-06-05"
+    assert len({r.run_key for r in requests}) == 4
+    next_tick = engagement_daily(
+        dg.build_schedule_context(scheduled_execution_time=dt.datetime(2024, 6, 7, 1, 30, tzinfo=UTC))
+    )
+    assert "2024-06-05" in [r.partition_key for r in next_tick]  # re-evaluated, under a new run key
+    assert not {r.run_key for r in next_tick} & {r.run_key for r in requests}
 
     from analytics_platform.definitions import defs as top
 
     job = top.resolve_job_def("engagement_daily_job")
-    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == materializable
+    # the signals read Firestore themselves: the job is signals + milestones
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == materializable - {
+        "engagement/firestore_app_usage_events"
+    }

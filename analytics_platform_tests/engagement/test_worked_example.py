@@ -7,7 +7,7 @@ import datetime as dt
 from analytics_platform.common import UTC
 from analytics_platform.engagement.assets import MILESTONES_KEY, SIGNALS_KEY
 from analytics_platform.engagement.rules import MILESTONE_FLAGS
-from analytics_platform.engagement.store import AGGREGATES_TABLE, MILESTONES_TABLE, SIGNALS_TABLE
+from analytics_platform.engagement.store import MILESTONES_TABLE, SIGNALS_TABLE
 from analytics_platform_tests.engagement.conftest import (
     FIT_APP,
     GOAL_FITNESS,
@@ -33,7 +33,7 @@ def test_worked_example(world):
     _ana(world)
     materialize(world.app_db, [SIGNALS_KEY, MILESTONES_KEY])
     s = world.rows(SIGNALS_TABLE)["ana"]
-    a = world.rows(AGGREGATES_TABLE)["ana"]
+    a = world.aggregates()["ana"]
     m = world.rows(MILESTONES_TABLE)["ana"]
     assert (s["event_count"], s["service_event_count"], s["aligned_event_count"]) == (4, 3, 3)
     assert (a["f0"], a["f1"], a["f2"], a["f3"]) == (0, 50_000, 50_000, 0)

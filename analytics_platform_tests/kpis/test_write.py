@@ -114,7 +114,7 @@ def test_dry_run_writes_nothing_and_reports_old_to_new(kpi_db, log):
     before = snapshot(kpi_db)
     result = recalculate(kpi_db.engine, params(dry_run=True), log=log)
     assert snapshot(kpi_db) == before
-    assert not kpi_db.exists("weekly_kpi_recalc_runs")
+    assert kpi_db.table("weekly_kpi_recalc_runs") == []
     assert result.written_at is None
     assert (result.inserted, result.updated) == (1, 1)  # would insert u2, would update u1
     sample = {r["user_id"]: r for r in result.sample()}
@@ -168,7 +168,7 @@ def test_all_writes_commit_together(kpi_db):
     with pytest.raises(sa.exc.DBAPIError, match="boom"):
         recalculate(kpi_db.engine, params())
     assert snapshot(kpi_db) == []
-    assert not kpi_db.exists("weekly_kpi_recalc_runs")  # created in the same transaction: rolled back too
+    assert kpi_db.table("weekly_kpi_recalc_runs") == []  # written in the same transaction: rolled back too
 
 
 # ----------------------------------------------------------------------------------------

@@ -158,11 +158,21 @@ def signals_rows(app_db: AppDatabase, day: str, with_computed_at: bool = False) 
     return records(frame)
 
 
-def seed_engagement(app_db: AppDatabase, users: int = 40) -> None:
+def seed_engagement(app_db: AppDatabase, users: int = 40) -> EngagementDb:
+    """Goal tables in ``app_db``, events in the warehouse mirror of the settings'
+    ``DUCKDB_PATH`` (what the CLI runs use), an empty local Firestore export."""
+    from analytics_platform.resources.warehouse import DuckDBWarehouse
+    from analytics_platform.settings import get_settings
+
+    settings = get_settings()
+    export = settings.data_dir / "firestore" / "events.jsonl"
+    export.parent.mkdir(parents=True, exist_ok=True)
+    export.touch()
     with app_db.begin() as conn:
         store.ensure_goal_tables(conn)
-        store.ensure_schema(conn)
-    db = EngagementDb(app_db).seed_world()
+    db = EngagementDb(app_db, DuckDBWarehouse(path=str(settings.duckdb_path)))
+    db.mirror.ensure()
+    db.seed_world()
     end = dt.datetime(2024, 6, 6, tzinfo=dt.timezone.utc)
     rows = []
     for u in range(users):
@@ -174,3 +184,4 @@ def seed_engagement(app_db: AppDatabase, users: int = 40) -> None:
             rows.append({"user_id": user, "app_id": FIT_APP if week % 2 else SLEEP_APP,
                          "ts": end - dt.timedelta(days=7 * week + 1, hours=u % 5), "fg": 60_000 + 1000 * u})
     db.events(rows)
+    return db

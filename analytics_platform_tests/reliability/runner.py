@@ -108,7 +108,7 @@ def install_hooks(args: argparse.Namespace) -> None:
         from analytics_platform.engagement import store
 
         hook = _Hook(before=barrier_once)
-        store.ensure_schema = hook.wrap(store.ensure_schema)
+        store.compute_aggregates = hook.wrap(store.compute_aggregates)
     if "signals_write" in points:
         from analytics_platform.engagement import store
 

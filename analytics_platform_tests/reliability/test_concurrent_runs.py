@@ -145,7 +145,6 @@ def test_two_signals_runs_of_the_same_day(tmp_path, app_db_url, prior_rows):
 
     with app_db.begin() as conn:  # a clean run on the same data
         conn.execute(sa.text(f"DELETE FROM {store.SIGNALS_TABLE}"))
-        conn.execute(sa.text(f"DELETE FROM {store.AGGREGATES_TABLE}"))
     materialize_engagement(app_db, [SIGNALS], DAY)
     want = signals_rows(app_db, DAY)
     assert len(got) == len(want) == 40

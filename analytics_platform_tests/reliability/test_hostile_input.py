@@ -133,12 +133,15 @@ def test_the_alert_query_selects_exactly_the_window_whatever_the_event_name(ware
         assert len(found) == 3 and set(found["event_name"]) == {name}
 
 
-def test_hostile_user_ids_in_signals_data_and_run_config(app_db_url):
+def test_hostile_user_ids_in_signals_data_and_run_config(app_db_url, tmp_path):
+    from analytics_platform.resources.warehouse import DuckDBWarehouse
+
     app_db = AppDatabase(url=app_db_url)
     with app_db.begin() as conn:
         store.ensure_goal_tables(conn)
-        store.ensure_schema(conn)
-    db = EngagementDb(app_db).seed_world()
+    db = EngagementDb(app_db, DuckDBWarehouse(path=str(tmp_path / "w.duckdb")))
+    db.mirror.ensure()
+    db.seed_world()
     end = dt.datetime(2024, 6, 6, tzinfo=dt.timezone.utc)
     users = HOSTILE + ["plain-user", "other, user"]
     for u in users:

@@ -133,7 +133,7 @@ def test_no_secret_in_logs_metadata_alerts_outboxes_or_exceptions(tmp_path, app_
             "mixpanel": (cli + ["--select", "mixpanel_data/mixpanel_events", "--partition", DAY], env),
             # no emulator: the service-account JSON is used, and its key is not a key
             "firebase": (
-                cli + ["--select", "app_db/firestore_app_usage_events",
+                cli + ["--select", "engagement/firestore_app_usage_events",
                        "--config-json", json.dumps({"execution": {"config": {"retries": {"disabled": {}}}}})],
                 {**env, "FIRESTORE_EMULATOR_HOST": ""},
             ),

@@ -107,20 +107,13 @@ def test_ingestion_killed_after_two_committed_batches_then_rerun_equals_a_clean_
 # ----------------------------------------------------------------------------- signals
 def test_signals_killed_inside_their_transaction_then_rerun_equals_a_clean_run(tmp_path, app_db_url):
     app_db = AppDatabase(url=app_db_url)
-    seed_engagement(app_db)
+    db = seed_engagement(app_db)
     signals = [dg.AssetKey(["app_db", "user_engagement_signals"])]
     materialize_engagement(app_db, signals, DAY)
     before = signals_rows(app_db, DAY, with_computed_at=True)
-    # new activity since: the killed run would have changed the partition
-    with app_db.begin() as conn:
-        conn.execute(
-            sa.text(
-                f"INSERT INTO {store.EVENTS_TABLE} (document_path, user_id, event_id, app_id, foreground_time_ms, "
-                "session_id, event_timestamp, extracted_at) VALUES (:p, :u, :e, :a, 300000, :s, :t, now())"
-            ),
-            [{"p": f"app_usage_events/user-{u:03d}/events/late", "u": f"user-{u:03d}", "e": "late", "a": FIT_APP,
-              "s": f"late-{u}", "t": dt.datetime(2024, 6, 5, 12, tzinfo=dt.timezone.utc)} for u in range(0, 40, 2)],
-        )
+    # new activity since (in the warehouse mirror): the killed run would have changed the partition
+    db.events([{"user_id": f"user-{u:03d}", "app_id": FIT_APP, "fg": 300_000, "session": f"late-{u}",
+                "ts": dt.datetime(2024, 6, 5, 12, tzinfo=dt.timezone.utc)} for u in range(0, 40, 2)])
     env = clean_env(tmp_path, ANALYTICS_DATA_DIR=str(tmp_path / "data"), APP_DATABASE_URL=app_db_url)
     flag, log = tmp_path / "paused", tmp_path / "killed-run.log"
     proc = start_runner(
@@ -141,7 +134,6 @@ def test_signals_killed_inside_their_transaction_then_rerun_equals_a_clean_run(t
 
     with app_db.begin() as conn:  # a clean run on the same data
         conn.execute(sa.text(f"DELETE FROM {store.SIGNALS_TABLE}"))
-        conn.execute(sa.text(f"DELETE FROM {store.AGGREGATES_TABLE}"))
     materialize_engagement(app_db, signals, DAY)
     assert got == signals_rows(app_db, DAY)
     app_db.get_engine().dispose()

@@ -73,8 +73,13 @@ class LocalFirestore(FirestoreService):
         """(documents with a valid timestamp, count of lines without one) of the export."""
         path = Path(self.local_export_path)
         if not path.exists():
-            get_dagster_logger().warning("Local Firestore export %s does not exist: no documents", path)
-            return [], 0
+            # an absent export is not an empty one: computing on it would give every user
+            # zero events, silently
+            raise FileNotFoundError(
+                f"The local Firestore export {path} does not exist: create it (python -m "
+                "analytics_platform.demo --domain engagement) or configure Firestore "
+                "(FIRESTORE_EMULATOR_HOST, FIREBASE_PROJECT_ID, FIREBASE_CREDENTIALS_FILE)."
+            )
         by_path: dict[str, dict] = {}
         untimed = 0
         with path.open(encoding="utf-8") as fh:
@@ -126,7 +131,9 @@ class LocalFirestore(FirestoreService):
             last = chunk[-1]
             yield EventPage(documents=chunk, cursor=EventCursor(last["fields"]["timestamp"], last["path"]))
 
-    def count_untimed_documents(self, until: Optional[dt.datetime] = None) -> UntimedCounts:
+    def count_untimed_documents(
+        self, until: Optional[dt.datetime] = None, timeout: Optional[float] = None
+    ) -> UntimedCounts:
         upper = as_utc(until) if until else None
         documents, untimed = self._local_documents()
         future = sum(1 for d in documents if upper is not None and d["fields"]["timestamp"] >= upper)

@@ -1,2 +1,0 @@
--- Rows of one engagement table ({table}: a validated identifier).
-SELECT count(*) FROM {table}

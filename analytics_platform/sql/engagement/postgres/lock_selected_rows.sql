@@ -1,2 +1,0 @@
--- fragment: lock the rows a SELECT returns until the end of the transaction
-FOR UPDATE
