@@ -23,7 +23,6 @@ from typing import Optional, Sequence
 import pandas as pd
 import sqlalchemy as sa
 
-from analytics_platform.common import UTC
 from analytics_platform.engagement import store, tables
 from analytics_platform.resources.app_db import AppDatabase
 from analytics_platform.resources.warehouse import Warehouse

@@ -1,6 +1,7 @@
 """Versioned migrations (Alembic) of the tables this platform owns in the application
-PostgreSQL: ``user_engagement_signals``, ``user_milestones`` and the kpis bookkeeping
-(``weekly_kpi_recalc_runs``, ``weekly_kpi_churn_alerts``). The application's own tables
+PostgreSQL: ``user_engagement_signals``, ``user_milestones``, the kpis bookkeeping
+(``weekly_kpi_recalc_runs``, ``weekly_kpi_churn_alerts``) and the Mixpanel export budget
+ledger (``mixpanel_export_budget``). The application's own tables
 (goals, apps, ``weekly_kpi``, exam results ...) are not touched.
 
 Run them with an owner role (the runtime role needs no CREATE on ``public``)::
@@ -39,6 +40,7 @@ OWNED_TABLES = (
     "user_milestones",
     "weekly_kpi_recalc_runs",
     "weekly_kpi_churn_alerts",
+    "mixpanel_export_budget",
 )
 
 _CHECKED: set[str] = set()

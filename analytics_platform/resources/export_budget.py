@@ -4,7 +4,7 @@ across ALL runs, processes and pods, with a reserve for the scheduled refresh.
 Mixpanel's Raw Event Export allows 60 queries/hour and 3/second per project.  Every HTTP
 request to ``/api/2.0/export`` (a retry too) first takes a slot here: the slot is recorded
 in the ledger table ``mixpanel_export_budget`` of the application PostgreSQL
-(``sql/mixpanel/postgres/create_export_budget.sql``) inside a transaction holding
+(created by the migration ``migrations/versions/0003_mixpanel_export_budget.py``) inside a transaction holding
 ``pg_advisory_xact_lock``, so two runs never both take the last slot.  The rule
 (:func:`next_free`):
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -137,10 +136,6 @@ def current_export_context() -> ExportContext:
 
 
 # --------------------------------------------------------------------------- the ledger
-_ENSURED: set[str] = set()
-_ENSURED_LOCK = threading.Lock()
-
-
 class ExportBudgetLedger:
     """The budget decision over the PostgreSQL ledger (see the module docstring)."""
 
@@ -162,18 +157,13 @@ class ExportBudgetLedger:
         self.log = log or _log.info
 
     def ensure(self) -> None:
-        """Create the ledger table if missing (once per process and database; serialised
-        by the same advisory lock, so concurrent first runs do not race)."""
-        key = str(self.engine.url)
-        if key in _ENSURED:
-            return
-        with _ENSURED_LOCK:
-            if key in _ENSURED:
-                return
-            with self.engine.begin() as conn:
-                conn.execute(sa.text(read_postgres_sql("mixpanel/postgres/budget_lock")))
-                conn.exec_driver_sql(read_postgres_sql("mixpanel/postgres/create_export_budget"))
-            _ENSURED.add(key)
+        """The ledger table exists: the application database is at the newest migration
+        (``python -m analytics_platform.migrations upgrade``; the embedded local database
+        migrates itself). Checked once per database per process."""
+        from analytics_platform import migrations
+
+        with self.engine.connect() as conn:
+            migrations.require_current(conn)
 
     def _now(self, conn: sa.Connection) -> dt.datetime:
         if self.clock is not None:

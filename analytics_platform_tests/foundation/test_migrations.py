@@ -36,7 +36,7 @@ def test_upgrade_and_downgrade_on_a_real_postgres(empty_db):
     migrations.upgrade(url)
     assert _tables(engine) == set(migrations.OWNED_TABLES) | {migrations.VERSION_TABLE}
     with engine.connect() as conn:
-        assert migrations.current_revision(conn) == migrations.head() == "0002_kpis_bookkeeping"
+        assert migrations.current_revision(conn) == migrations.head() == "0003_mixpanel_export_budget"
         migrations.require_current(conn)  # no error
         # the columns and keys the code writes
         pk = conn.execute(sa.text(
@@ -87,7 +87,7 @@ def test_command_line(empty_db, capsys):
 
     url, engine = empty_db
     assert main(["--url", url, "upgrade"]) == 0
-    assert "revision: 0002_kpis_bookkeeping" in capsys.readouterr().out
+    assert "revision: 0003_mixpanel_export_budget" in capsys.readouterr().out
     assert main(["--url", url, "downgrade", "base"]) == 0
     assert "revision: (none)" in capsys.readouterr().out
     assert _tables(engine) == {migrations.VERSION_TABLE}

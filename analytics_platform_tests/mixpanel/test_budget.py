@@ -129,7 +129,7 @@ def max_in_window(times: list[dt.datetime], window: dt.timedelta) -> int:
 def budget_rows(app_db) -> list[tuple]:
     with app_db.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text(
-            "SELECT queried_at, purpose, run_id, request FROM mixpanel_export_budget ORDER BY queried_at, id"))]
+            "SELECT queried_at, purpose, run_id, request FROM mixpanel_export_budget ORDER BY queried_at, run_id, request"))]
 
 
 def budgeted(stub, app_db, clock: VirtualClock | None = None, **limits) -> MixpanelResource:
