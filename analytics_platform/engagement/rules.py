@@ -2,8 +2,8 @@
 validation of raw Firestore event documents, and the engagement signals and goal
 milestones of specs/signals.md (vectorised).
 
-Signals input: one row per evaluated user with aggregates computed set-based in PostgreSQL
-(``sql/engagement/postgres/user_aggregates.sql``), as of a timestamp T:
+Signals input: one row per evaluated user with aggregates computed set-based in the warehouse
+(``sql/engagement/user_aggregates.sql``), as of a timestamp T:
 
 =============================  ==============================================================
 column                         meaning (events before T only)

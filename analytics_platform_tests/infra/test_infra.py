@@ -7,6 +7,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from analytics_platform import migrations
+
 from analytics_platform_tests.infra import bigquery as bq_infra
 from analytics_platform_tests.infra.firestore import clear_firestore, firestore_client
 from analytics_platform_tests.infra.postgres import SERVER_TIMEZONE
@@ -26,11 +28,15 @@ def test_app_db_url_is_a_fresh_database(postgres_url, app_db_url):
     assert sa.make_url(app_db_url).database != sa.make_url(postgres_url).database
     engine = sa.create_engine(app_db_url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
-        tables = conn.execute(
-            sa.text("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
-        ).scalar()
+        tables = {r[0] for r in conn.execute(
+            sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+        )}
+        rows = {t: conn.execute(sa.text(f'SELECT count(*) FROM "{t}"')).scalar() for t in tables
+                if t != migrations.VERSION_TABLE}
     engine.dispose()
-    assert tables == 0
+    # a fresh database, migrated to the newest revision: the platform's tables only, empty
+    assert tables == set(migrations.OWNED_TABLES) | {migrations.VERSION_TABLE}
+    assert rows == dict.fromkeys(migrations.OWNED_TABLES, 0)
 
 
 def test_firestore_needs_an_anonymous_credential(firestore_emulator, firestore_project, monkeypatch):

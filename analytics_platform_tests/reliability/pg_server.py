@@ -114,6 +114,9 @@ class RestartablePostgres:
                 conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
         finally:
             engine.dispose()
+        from analytics_platform import migrations
+
+        migrations.upgrade(self.url(name))  # as a deployment does before the runtime connects
         return self.url(name)
 
 

@@ -69,8 +69,12 @@ class Hour:
 
     @contextlib.contextmanager
     def at(self, when: dt.datetime):
-        with freeze_time(when):
+        with freeze_time(when):  # Dagster's clock (ticks, checks' evaluation times)
             self.monkeypatch.setattr(self.freshness, "now", lambda: when)
+            # the platform's clock: every module's `utc_now` (imported by name from common)
+            for name, module in list(sys.modules.items()):
+                if name.startswith("analytics_platform.") and callable(getattr(module, "utc_now", None)):
+                    self.monkeypatch.setattr(module, "utc_now", lambda: when)
             yield
 
     def _execute(self, origin: str, request: dg.RunRequest, job_name: str | None) -> None:

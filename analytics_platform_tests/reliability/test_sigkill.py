@@ -159,7 +159,11 @@ def _database(postgres_url: str) -> str:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     admin.dispose()
-    return sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    from analytics_platform import migrations
+
+    migrations.upgrade(url)  # as a deployment does before the runtime connects
+    return url
 
 
 def _kpis(url: str, with_updated_at: bool = False) -> list[tuple]:

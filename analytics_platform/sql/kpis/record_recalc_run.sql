@@ -1,4 +1,4 @@
--- One bookkeeping row per run, in the run's transaction (see create_recalc_runs.sql).
+-- One bookkeeping row per run, in the run's transaction (table: migrations/versions/0002_kpis_bookkeeping.py).
 INSERT INTO weekly_kpi_recalc_runs
     (run_id, written_at, as_of, week_start, threshold_days, processed, failed, inserted, updated, alert_key)
 VALUES
