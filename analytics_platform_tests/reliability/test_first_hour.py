@@ -23,6 +23,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 from dagster._core.test_utils import freeze_time
 
 UTC = dt.timezone.utc
@@ -79,11 +80,10 @@ class Hour:
 
     def _execute(self, origin: str, request: dg.RunRequest, job_name: str | None) -> None:
         if request.asset_check_keys and not job_name:
-            result = dg.materialize(
-                assets=[*self.defs.assets, *(self.defs.asset_checks or [])],
-                selection=dg.AssetSelection.checks(*request.asset_check_keys),
-                resources=self.defs.resources, instance=self.instance, tags=request.tags, raise_on_error=False,
-            )
+            # dg.materialize builds a Definitions, whose load context reads the context's defs
+            # state storage; the one left by an earlier (disposed) instance is not ours.
+            with set_defs_state_storage(None):
+                result = self._materialize_checks(request)
             name = "freshness checks"
         else:
             job = self.defs.resolve_job_def(request.job_name or job_name)
@@ -92,6 +92,16 @@ class Hour:
                 instance=self.instance, raise_on_error=False,
             )
             name = job.name
+        self._record(origin, name, result)
+
+    def _materialize_checks(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            assets=[*self.defs.assets, *(self.defs.asset_checks or [])],
+            selection=dg.AssetSelection.checks(*request.asset_check_keys),
+            resources=self.defs.resources, instance=self.instance, tags=request.tags, raise_on_error=False,
+        )
+
+    def _record(self, origin: str, name: str, result: dg.ExecuteInProcessResult) -> None:
         self.runs.append((origin, name, result.success))
         if not result.success:
             errors = [e.message for e in result.all_events if e.is_failure][:3]
