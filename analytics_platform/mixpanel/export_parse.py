@@ -1,21 +1,28 @@
 """Bulk parsing of a Mixpanel raw-export file (JSON lines) into warehouse rows.
 
 Pure data logic (no Dagster, no warehouse): the file is read in large blocks whose lines
-become an Arrow string column without a Python object per line; an in-process DuckDB
-(one thread, bounded memory) parses each block set-wise with its JSON functions:
+become an Arrow string column without a Python object per line.  Lines of Mixpanel's own
+shape ``{"event":<S>,"properties":<X>}`` are found with vectorised byte tests (numpy,
+pyarrow) and S and X become *string views* into the block (nothing is copied); an
+in-process DuckDB (one thread, bounded memory) parses S and X once each with its JSON
+functions, every other line goes through a general path (also DuckDB):
 
 * ``event_id``: ``properties.$insert_id``, else ``'h:' || md5(event, distinct_id, time,
   properties)`` (deterministic);
 * ``event_timestamp``: ``properties.time`` in seconds or milliseconds (values from
   ``1e11`` on are milliseconds) as a UTC timestamp with microsecond precision;
-* ``properties``: the **raw text** of the properties object cut out of the line, so
+* ``properties``: the **raw text** of the properties object (string views into the block,
+  typed as Arrow's JSON extension: text known to be valid JSON), so
   unicode escapes, key order, nesting and integers beyond 2^53 are kept exactly; only for
   a line whose shape is not Mixpanel's ``{"event":…,"properties":{…}}`` the object is
   re-serialised by DuckDB (values and big integers are still exact);
 * rejected lines (not JSON, not an object, no ``event`` string, no ``properties`` object,
   no usable ``properties.time``) come back with a ``reason``; blank lines are skipped.
 
-Memory is flat in the size of the file: at most one block and one output batch are held.
+Duplicates of an ``event_id`` inside a batch are told apart by DuckDB's 64-bit hash and
+confirmed by comparing the ids (the first line is kept).  Memory is flat in the size of
+the file: a batch holds the blocks its views point into (about 110 MB per 200k events),
+and at most two batches are alive (one parsed ahead, one being loaded).
 """
 
 from __future__ import annotations
@@ -64,8 +71,8 @@ PARSED_COLUMNS = (
 )
 
 # The parser's SQL (DuckDB dialect, never sent to the warehouse) is in
-# sql/mixpanel/duckdb/parse_export_{shape,fast,slow,final}.sql, one file per stage: each
-# JSON function runs once per line, and the stages are separate queries because DuckDB
+# sql/mixpanel/duckdb/parse_export_{fast,slow,final}.sql, one file per stage: each JSON
+# function runs once per line, and the general path is a separate query because DuckDB
 # re-evaluates an expression under CASE for every reference to it.
 _SQL = "mixpanel/duckdb/parse_export_"
 
@@ -120,61 +127,160 @@ def _line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[m
             yield data, offsets
 
 
-def _block_table(data: memoryview, offsets: np.ndarray, first_line_no: int) -> pa.Table:
-    """Arrow table (line_no, line) over ``data`` without copying a line into Python."""
+def _block_table(data: memoryview, offsets: np.ndarray, first_line_no: int) -> tuple[pa.Table, Optional[np.ndarray]]:
+    """Arrow table (line_no, line) over ``data`` without copying a line into Python, and
+    the mask of lines that are not UTF-8 (None: every line is)."""
     n = len(offsets) - 1
     lines = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+    bad_utf8 = None
     try:
         lines.validate(full=True)  # UTF-8 check of the whole block at C speed
     except pa.ArrowInvalid:
         # Rare: a line is not UTF-8.  Decode line by line; a bad line becomes U+FFFD text
         # that is not valid JSON... unless it happens to be, so mark it explicitly.
         texts = []
+        bad_utf8 = np.zeros(n, dtype=bool)
         for i in range(n):
             raw = bytes(data[offsets[i] : offsets[i + 1]])
             try:
                 texts.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 texts.append("\x00" + raw.decode("utf-8", "replace"))  # NUL: never valid JSON
+                bad_utf8[i] = True
         lines = pa.array(texts, type=pa.large_string())
     line_no = pa.array(np.arange(first_line_no, first_line_no + n, dtype=np.int64))
-    return pa.table({"line_no": line_no, "line": lines})
+    return pa.table({"line_no": line_no, "line": lines}), bad_utf8
 
 
-def _copy_pool() -> pa.MemoryPool:
-    """jemalloc when pyarrow has it: the batch copy (_dedup_first) then reuses pages that
-    the previous batch freed, where the default pool (mimalloc) hands them back to the
-    system and takes a page fault per 4 KiB again (0.5 vs 0.9 CPU-s per 1M events)."""
-    try:
-        return pa.jemalloc_memory_pool()
-    except (NotImplementedError, pa.ArrowNotImplementedError):
-        return pa.default_memory_pool()
+_EVENT_PREFIX = np.frombuffer(b'{"event":"', dtype=np.uint8)
+_PROPERTIES_KEY = '"properties":'
+_TEXT_VIEW = pa.string_view()
+# The properties column of a parsed batch: JSON text (Arrow's canonical JSON extension)
+# over string views into the export's blocks: the ~500 bytes of a line's properties are
+# never copied between the file and the warehouse insert, and a warehouse that knows the
+# type (DuckDB: JSON) does not validate the text again.
+PROPERTIES_TYPE = pa.json_(_TEXT_VIEW)
 
 
-_COPY_POOL = _copy_pool()
+def _string_views(buffer: pa.Buffer, starts: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """``string_view`` array of ``buffer[starts[i] : starts[i] + lengths[i]]`` (no copy of
+    the bytes: 16-byte views into ``buffer``; a string of at most 12 bytes is inlined)."""
+    n = len(starts)
+    views = np.zeros((n, 4), dtype=np.int32)
+    views[:, 0] = lengths
+    raw = np.frombuffer(buffer, dtype=np.uint8)
+    last = len(raw) - 1
+    as_bytes = views.view(np.uint8).reshape(n, 16)
+    long = lengths > 12
+    if long.any():
+        starts_long = starts[long]
+        as_bytes[long, 4:8] = raw[np.minimum(starts_long[:, None] + np.arange(4), last)]
+        views[long, 3] = starts_long  # buffer index 0, offset
+    short = ~long
+    if short.any():
+        gathered = raw[np.minimum(starts[short][:, None] + np.arange(12), last)]
+        inside = np.arange(12)[None, :] < lengths[short][:, None]
+        as_bytes[short, 4:16] = np.where(inside, gathered, 0)
+    return pa.Array.from_buffers(_TEXT_VIEW, n, [None, pa.py_buffer(views), buffer])
 
 
-def _dedup_first(table: pa.Table) -> tuple[pa.Table, int]:
-    """Keep the first row (lowest line_no) per event_id; return (table, rows dropped)."""
-    if table.num_rows == 0:
-        return table, 0
-    firsts = (
-        table.select(["event_id", "line_no"])
-        .group_by("event_id", use_threads=False)
-        .aggregate([("line_no", "min")])
-        .column("line_no_min")
-        .to_numpy()
-    )
-    if len(firsts) == table.num_rows:  # no duplicate: nothing to copy
-        return table, 0
-    # line_no is unique within a batch: a boolean lookup over its range marks the first
-    # rows (a hash-based `is_in` over 200k values cost several times more).
-    line_no = table.column("line_no").to_numpy()
-    low = int(line_no.min())
-    is_first = np.zeros(int(line_no.max()) - low + 1, dtype=bool)
-    is_first[firsts - low] = True
-    kept = pc.filter(table, pa.array(is_first[line_no - low]), memory_pool=_COPY_POOL)
-    return kept, table.num_rows - kept.num_rows
+def _take_views(array: pa.Array, rows: np.ndarray) -> pa.Array:
+    """``array.take(rows)`` for a ``string_view`` array (or an extension over one), which
+    pyarrow's take/filter kernels do not cover: the 16-byte views are gathered, the text
+    buffers are shared."""
+    ext = array.type if isinstance(array.type, pa.BaseExtensionType) else None
+    storage = array.storage if ext is not None else array
+    buffers = storage.buffers()
+    views = np.frombuffer(buffers[1], dtype=np.int32).reshape(-1, 4)[storage.offset : storage.offset + len(storage)]
+    validity = None
+    if storage.null_count:
+        valid = np.asarray(storage.is_valid())[rows]
+        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    taken = pa.Array.from_buffers(_TEXT_VIEW, len(rows), [validity, pa.py_buffer(np.ascontiguousarray(views[rows])), *buffers[2:]])
+    return pa.ExtensionArray.from_storage(ext, taken) if ext is not None else taken
+
+
+def _is_view(type_: pa.DataType) -> bool:
+    return pa.types.is_string_view(type_.storage_type if isinstance(type_, pa.BaseExtensionType) else type_)
+
+
+def filter_rows(table: pa.Table, mask: np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Table:
+    """``table.filter(mask)`` that also handles string-view columns (see _take_views)."""
+    if isinstance(mask, (pa.Array, pa.ChunkedArray)):
+        mask = mask.to_numpy(zero_copy_only=False)
+    keep = np.asarray(mask, dtype=bool)
+    views = [f.name for f in table.schema if _is_view(f.type)]
+    if not views:
+        return table.filter(pa.array(keep))
+    rest = table.drop_columns(views).filter(pa.array(keep))
+    columns = []
+    for field in table.schema:
+        if field.name not in views:
+            columns.append(rest.column(field.name))
+            continue
+        chunks, start = [], 0
+        for chunk in table.column(field.name).chunks:
+            rows = np.flatnonzero(keep[start : start + len(chunk)])
+            start += len(chunk)
+            if len(rows):
+                chunks.append(_take_views(chunk, rows))
+        columns.append(pa.chunked_array(chunks, type=field.type))
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def _fast_lines(raw: np.ndarray, offsets: np.ndarray, ppos: np.ndarray, bad_utf8: Optional[np.ndarray]):
+    """Which lines have Mixpanel's own shape ``{"event":<S>,"properties":<X>}``, and where
+    S and X are in the block (byte positions).
+
+    ``ppos``: byte position of the first ``"properties":`` in each line (-1: none).  It is
+    that key when the text before it is ``{"event":"…",``: the pattern cannot occur inside
+    a JSON string (its quotes would be escaped).  S and X are then checked by a JSON parser
+    (DuckDB, stage 2a): a line whose S is not one JSON string or whose X is not one JSON
+    object goes to the general path.  Returns (mask, S start, S length, X start, X length)."""
+    starts = offsets[:-1]
+    ends = offsets[1:] - 1  # the newline
+    last = len(raw) - 1
+    body_end = ends.copy()
+    has_cr = (body_end > starts) & (raw[np.maximum(body_end - 1, 0)] == 13)
+    body_end -= has_cr
+    length = body_end - starts
+    ok = (length >= 10 + 2 + 13 + 2 + 1) & (ppos >= 11)
+    ok &= (raw[np.minimum(starts[:, None] + np.arange(10), last)] == _EVENT_PREFIX).all(axis=1)
+    key = starts + ppos
+    ok &= raw[np.clip(key - 1, 0, last)] == ord(",")
+    ok &= raw[np.clip(key - 2, 0, last)] == ord('"')
+    x_start = key + len(_PROPERTIES_KEY)
+    x_end = body_end - 1  # the line's closing brace
+    ok &= x_end - x_start >= 2
+    ok &= raw[np.clip(body_end - 1, 0, last)] == ord("}")
+    ok &= raw[np.clip(x_start, 0, last)] == ord("{")
+    ok &= raw[np.clip(x_end - 1, 0, last)] == ord("}")
+    if bad_utf8 is not None:
+        ok &= ~bad_utf8
+    s_start = starts + 9
+    return ok, s_start, key - 1 - s_start, x_start, x_end - x_start
+
+
+def _first_occurrences(event_id: pa.ChunkedArray, id_hash: np.ndarray, line_no: np.ndarray) -> Optional[np.ndarray]:
+    """Mask of the rows to keep: the first row (lowest line_no) per event_id; None when
+    every event_id is unique.  Rows are told apart by their 64-bit hash (numpy, no string
+    hashing in Python); only the rows of a repeated hash are compared by their text, so a
+    hash collision never merges two different ids."""
+    hashes, counts = np.unique(id_hash, return_counts=True)
+    if len(hashes) == len(id_hash):
+        return None
+    repeated = hashes[counts > 1]
+    rows = np.flatnonzero(np.isin(id_hash, repeated))
+    rows = rows[np.argsort(line_no[rows], kind="stable")]
+    ids = event_id.take(pa.array(rows)).to_pylist()
+    keep = np.ones(len(id_hash), dtype=bool)
+    seen: set = set()
+    for row, value in zip(rows.tolist(), ids):
+        if value in seen:
+            keep[row] = False
+        else:
+            seen.add(value)
+    return keep
 
 
 class ExportParser:
@@ -204,12 +310,16 @@ class ExportParser:
         self._active: Optional[Iterator] = None
         final = read_sql(_SQL + "final")
         limits = {"ms_threshold": str(MS_THRESHOLD), "max_time": str(MAX_TIME)}
-        self._shape_sql = read_sql(_SQL + "shape")
         self._slow_sql = read_sql(_SQL + "slow")
-        self._final_sql = render_sql(final, fragments={"source": "", "extra": "", **limits})
-        # the fast path in one query: stage 2a feeding stage 3 (``parsed`` passed through)
+        self._final_sql = render_sql(
+            final, fragments={"source": "", "extra": "", "properties": "properties, ", **limits}
+        )
+        # the fast path in one query: stage 2a feeding stage 3 (``parsed`` passed through;
+        # the properties stay the caller's views of X, not copied out of DuckDB)
         fast = "px AS (" + read_sql(_SQL + "fast") + "), "
-        self._fast_final_sql = render_sql(final, fragments={"source": fast, "extra": ", parsed", **limits})
+        self._fast_final_sql = render_sql(
+            final, fragments={"source": fast, "extra": ", parsed", "properties": "", **limits}
+        )
 
     def duplicates_total(self) -> int:
         """Rows collapsed because their event_id appeared earlier in this export."""
@@ -238,32 +348,45 @@ class ExportParser:
             for name in tables:
                 self._con.unregister(name)
 
-    def _parse_block(self, blk: pa.Table) -> Optional[pa.Table]:
-        """One block -> rows of every non-blank line (``reason`` NULL for a good event)."""
-        shaped = self._sql(self._shape_sql, blk=blk)
-        if not np.array_equal(shaped.column("line_no").to_numpy(), blk.column("line_no").to_numpy()):
-            shaped = shaped.sort_by("line_no")  # the positions line up with blk's rows
-        fast_ok = shaped.column("fast_ok")
-        fast = blk.append_column("ppos", shaped.column("ppos")).append_column("body_len", shaped.column("body_len"))
-        if not pc.all(fast_ok).as_py():
-            fast = fast.filter(fast_ok)
+    def _parse_block(self, blk: pa.Table, data: memoryview, offsets: np.ndarray,
+                     bad_utf8: Optional[np.ndarray]) -> Optional[pa.Table]:
+        """One block -> rows of every non-blank line (``reason`` NULL for a good event);
+        ``properties`` are string views (of the block for the fast path)."""
+        ppos = pc.find_substring(blk.column("line"), _PROPERTIES_KEY).to_numpy(zero_copy_only=False)
+        buffer = pa.py_buffer(data)
+        raw = np.frombuffer(buffer, dtype=np.uint8)
+        fast_ok, s_start, s_len, x_start, x_len = _fast_lines(raw, offsets, ppos, bad_utf8)
         parts = []
-        slow_mask = pc.invert(fast_ok)
-        if fast.num_rows:
-            done = self._sql(self._fast_final_sql, fx=fast)
+        slow_mask = ~fast_ok
+        if fast_ok.any():
+            x = _string_views(buffer, x_start[fast_ok], x_len[fast_ok])
+            fx = pa.table({
+                "line_no": blk.column("line_no").filter(pa.array(fast_ok)),
+                "s_tok": _string_views(buffer, s_start[fast_ok], s_len[fast_ok]),
+                "x": x,
+            })
+            done = self._sql(self._fast_final_sql, fx=fx)
+            if not np.array_equal(done.column("line_no").to_numpy(), fx.column("line_no").to_numpy()):
+                raise RuntimeError("DuckDB changed the order of the parsed lines")  # threads=1 keeps it
+            done = done.append_column("properties", x)
             parsed = done.column("parsed")
-            if not pc.all(parsed).as_py():  # X was not valid JSON: the general path decides
-                failed = pc.filter(done.column("line_no"), pc.invert(parsed))
-                slow_mask = pc.or_(slow_mask, pc.is_in(blk.column("line_no"), value_set=failed))
-                done = done.filter(parsed)
+            if not pc.all(parsed).as_py():  # S or X was not valid JSON: the general path decides
+                first = blk.column("line_no")[0].as_py()
+                failed = pc.filter(done.column("line_no"), pc.invert(parsed)).to_numpy() - first
+                slow_mask[failed] = True
+                done = filter_rows(done, parsed)
             parts.append(done.drop_columns(["parsed"]))
-        if pc.any(slow_mask).as_py():
-            slow = self._sql(self._slow_sql, sx=blk.filter(slow_mask))
-            parts.append(self._sql(self._final_sql, px=slow))
-        del shaped, fast
+        if slow_mask.any():
+            slow = self._sql(self._slow_sql, sx=blk.filter(pa.array(slow_mask)))
+            general = self._sql(self._final_sql, px=slow)
+            at = general.schema.get_field_index("properties")
+            views = general.column(at).cast(_TEXT_VIEW)
+            general = general.remove_column(at).append_column("properties", views)
+            parts.append(general.select(parts[0].column_names) if parts else general)
+        del fast_ok, slow_mask
         if not parts:
             return None
-        out = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
+        out = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         # Lines that stage 3 rejected (event name or time unusable) need their raw text.
         need = pc.and_(pc.is_valid(out.column("reason")), pc.is_null(out.column("raw_line")))
         if pc.any(need).as_py():
@@ -271,8 +394,8 @@ class ExportParser:
             index = pc.subtract(out.column("line_no"), first)
             texts = pc.take(blk.column("line"), pc.if_else(need, index, 0))
             texts = pc.utf8_rtrim(texts, characters="\r\n").cast(pa.string())
-            raw = pc.if_else(need, texts, out.column("raw_line").cast(pa.string()))
-            out = out.set_column(out.schema.get_field_index("raw_line"), "raw_line", raw)
+            raw_line = pc.if_else(need, texts, out.column("raw_line").cast(pa.string()))
+            out = out.set_column(out.schema.get_field_index("raw_line"), "raw_line", raw_line)
         return out
 
     def parse(self, path: Path | str, *, background: bool = False) -> Iterator[ParsedBatch]:
@@ -304,9 +427,9 @@ class ExportParser:
         pending_rows = 0
         rejected: list[pa.Table] = []
         for data, offsets in _line_blocks(path, self.block_bytes):
-            blk = _block_table(data, offsets, line_no)
+            blk, bad_utf8 = _block_table(data, offsets, line_no)
             line_no += blk.num_rows
-            out = self._parse_block(blk)
+            out = self._parse_block(blk, data, offsets, bad_utf8)
             del blk
             if out is None:
                 continue
@@ -315,8 +438,8 @@ class ExportParser:
                 bad, good = out.slice(0, 0), out
             else:
                 is_rejected = pc.is_valid(reasons)
-                bad = out.filter(is_rejected)
-                good = out.filter(pc.invert(is_rejected))
+                bad = filter_rows(out, is_rejected)
+                good = filter_rows(out, pc.invert(is_rejected))
             self.stats.lines += bad.num_rows + good.num_rows
             if bad.num_rows:
                 rejected.append(bad.select(["line_no", "raw_line", "reason"]))
@@ -341,12 +464,22 @@ class ExportParser:
                 day = item["values"]
                 self.stats.valid_by_day[day] = self.stats.valid_by_day.get(day, 0) + item["counts"]
             self.stats.reserialised_properties += pc.sum(table.column("reserialised")).as_py() or 0
-            table, dropped = _dedup_first(table)
-            self.stats.duplicates_in_batches += dropped
+            id_hash = table.column("id_hash").to_numpy()
+            keep = _first_occurrences(table.column("event_id"), id_hash, table.column("line_no").to_numpy())
+            if keep is not None:  # a filter copies views, not the properties text
+                table = filter_rows(table, keep)
+                self.stats.duplicates_in_batches += int(len(keep) - keep.sum())
+                id_hash = id_hash[keep]
+            properties = table.column("properties")
+            properties = pa.chunked_array(
+                [pa.ExtensionArray.from_storage(PROPERTIES_TYPE, chunk) for chunk in properties.chunks],
+                type=PROPERTIES_TYPE,
+            )
             events = table.select(["line_no", *PARSED_COLUMNS])
-            self._ids.register("kept", events.select(["event_id"]))
+            events = events.set_column(events.schema.get_field_index("properties"), "properties", properties)
+            self._ids.register("kept", pa.table({"h": id_hash}))
             try:
-                self._ids.execute("INSERT INTO seen_ids SELECT hash(event_id) FROM kept")
+                self._ids.execute("INSERT INTO seen_ids SELECT h FROM kept")
             finally:
                 self._ids.unregister("kept")
         else:
@@ -421,7 +554,7 @@ def _empty_events() -> pa.Table:
             "distinct_id": pa.array([], pa.string()),
             "event_timestamp": pa.array([], pa.timestamp("us")),
             "event_date": pa.array([], pa.date32()),
-            "properties": pa.array([], pa.string()),
+            "properties": pa.ExtensionArray.from_storage(PROPERTIES_TYPE, pa.array([], _TEXT_VIEW)),
             "device_id": pa.array([], pa.string()),
             "os": pa.array([], pa.string()),
             "mp_processing_time_ms": pa.array([], pa.int64()),

@@ -51,7 +51,7 @@ from analytics_platform.common import (
 )
 from analytics_platform.mixpanel import rules as R
 from analytics_platform.mixpanel.events_config import EventsConfig, events_config_from_settings
-from analytics_platform.mixpanel.export_parse import BATCH_ROWS, ExportParser
+from analytics_platform.mixpanel.export_parse import BATCH_ROWS, ExportParser, filter_rows
 from analytics_platform.resources.warehouse import Column
 from analytics_platform.mixpanel.tables import (
     ANOMALIES_SCHEMA,
@@ -199,7 +199,8 @@ class EventsLoader:
                 "distinct_id": events.column("distinct_id").cast(pa.string()),
                 "event_timestamp": ts,
                 "inserted_at": inserted,
-                "properties": events.column("properties").cast(pa.string()),
+                # as parsed (JSON text over string views): no copy; each warehouse converts it
+                "properties": events.column("properties"),
                 "event_date": events.column("event_date"),
                 "device_id": events.column("device_id").cast(pa.string()),
                 "os": events.column("os").cast(pa.string()),
@@ -315,7 +316,7 @@ def ingest_ranges(
                             pc.greater_equal(ev_dates, pa.scalar(first_day, pa.date32())),
                             pc.less_equal(ev_dates, pa.scalar(last_day, pa.date32())),
                         )
-                        own_days = ev.filter(inside)  # a run writes its own partitions only
+                        own_days = filter_rows(ev, inside)  # a run writes its own partitions only
                         outside_here += ev.num_rows - own_days.num_rows
                         inserted_here += loader.load_events(own_days)
                     if batch.rejected.num_rows:

@@ -64,8 +64,20 @@ def _series_to_arrow(series: pd.Series, col: Column) -> pa.Array:
     return pa.array(series, type=ARROW_TYPES[kind], from_pandas=True, safe=kind != "TIMESTAMP")
 
 
-def to_arrow(data: pd.DataFrame | pa.Table, schema: Sequence[Column]) -> pa.Table:
-    """Arrow table with exactly ``schema``'s columns (missing ones NULL), in order."""
+def _is_text(type_: pa.DataType) -> bool:
+    """Arrow text of any layout: string, large_string, string_view, or the canonical JSON
+    extension over one of them (text known to be valid JSON)."""
+    if isinstance(type_, pa.BaseExtensionType):
+        type_ = type_.storage_type
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_string_view(type_)
+
+
+def to_arrow(data: pd.DataFrame | pa.Table, schema: Sequence[Column], *, text_as_is: bool = False) -> pa.Table:
+    """Arrow table with exactly ``schema``'s columns (missing ones NULL), in order.
+
+    ``text_as_is``: STRING and JSON columns keep their Arrow text layout (string views, the
+    JSON extension) instead of being copied into plain strings: for a reader that takes
+    them all (DuckDB, which reads the JSON extension as its JSON type)."""
     if isinstance(data, pd.DataFrame):
         data = data.reset_index(drop=True)
         arrays = []
@@ -83,8 +95,15 @@ def to_arrow(data: pd.DataFrame | pa.Table, schema: Sequence[Column]) -> pa.Tabl
         if col.name in data.column_names:
             column = data.column(col.name)
             try:
-                if col.type == "JSON" and not pa.types.is_string(column.type):
+                if text_as_is and col.type in ("STRING", "JSON") and _is_text(column.type):
+                    arrays.append(column)
+                    continue
+                if col.type == "JSON" and not _is_text(column.type):
                     column = pa.array([json_text(v) for v in column.to_pylist()], type=pa.string())
+                if isinstance(column.type, pa.BaseExtensionType):
+                    column = pa.chunked_array(
+                        [c.storage for c in getattr(column, "chunks", [column])], type=column.type.storage_type
+                    )
                 arrays.append(column.cast(ARROW_TYPES[col.type]))
             except (pa.ArrowException, ValueError, TypeError) as exc:
                 raise ValueError(f"Column {col.name} ({col.type}): {exc}") from exc
@@ -95,7 +114,7 @@ def to_arrow(data: pd.DataFrame | pa.Table, schema: Sequence[Column]) -> pa.Tabl
 
 def _normalise_field(field: pa.Field) -> pa.DataType:
     t = field.type
-    if isinstance(t, pa.ExtensionType):
+    if isinstance(t, pa.BaseExtensionType):
         t = t.storage_type
     if pa.types.is_integer(t):
         return pa.int64()
@@ -116,7 +135,7 @@ def normalise_arrow(table: pa.Table) -> pa.Table:
     arrays, fields, changed = [], [], False
     for field, column in zip(table.schema, table.columns):
         target = _normalise_field(field)
-        if isinstance(field.type, pa.ExtensionType):
+        if isinstance(field.type, pa.BaseExtensionType):
             column = pa.chunked_array([c.storage for c in column.chunks], type=field.type.storage_type)
             changed = True
         if not column.type.equals(target):

@@ -182,7 +182,7 @@ class DuckDBWarehouse(Warehouse):
         """The statement reads the Arrow batch registered on the connection (no copy),
         in one transaction."""
         validate_identifier(batch_dataset)
-        arrow = to_arrow(batch, batch_schema)
+        arrow = to_arrow(batch, batch_schema, text_as_is=True)
         sql = render_sql(read_sql(sql_name), batch_dataset="main", batch=_BATCH, **identifiers)
         duck_sql, values = self._prepare(sql, params)
         with self.connect() as con:
@@ -227,7 +227,7 @@ class DuckDBWarehouse(Warehouse):
         retried; another process waits for the file (``connect``)."""
         validate_identifier(batch_dataset)
         schema = [Column(c.name, "STRING" if c.type == "JSON" else c.type, c.required) for c in batch_schema]
-        arrow = to_arrow(batch, schema)
+        arrow = to_arrow(batch, schema, text_as_is=True)
         if (batch_dataset, lock) not in self._locks_ready:
             self.ensure_write_lock(batch_dataset, lock)
             self._locks_ready.add((batch_dataset, lock))

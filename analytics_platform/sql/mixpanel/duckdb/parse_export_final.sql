@@ -3,8 +3,10 @@
 -- Stage 3, over `px` (stage 2 rows): time, identity and the remaining reasons.
 -- Fragments (render_sql): source is empty (px is a registered table: the general path)
 -- or "px AS (<parse_export_fast.sql>), " (the fast path in one query); extra is empty
--- or ", parsed" (passed through from stage 2a); ms_threshold and max_time are the
--- parser's MS_THRESHOLD and MAX_TIME.
+-- or ", parsed" (passed through from stage 2a); properties is "properties, " or empty
+-- (the fast path: the caller keeps its own views of X); ms_threshold and max_time are
+-- the parser's MS_THRESHOLD and MAX_TIME.  id_hash: DuckDB's 64-bit hash of event_id (the
+-- parser's duplicate detection compares the ids of equal hashes).
 WITH {source}c AS (
     SELECT *,
            CASE
@@ -15,6 +17,7 @@ WITH {source}c AS (
            END AS why
     FROM (SELECT *, TRY_CAST(time_text AS DOUBLE) AS tnum FROM px)
 )
+SELECT *, hash(event_id) AS id_hash FROM (
 SELECT line_no,
        why AS reason,
        CASE WHEN why IS NOT NULL THEN NULL
@@ -26,8 +29,7 @@ SELECT line_no,
        distinct_id,
        ts AS event_timestamp,
        CAST(ts AS DATE) AS event_date,
-       properties,
-       device_id,
+       {properties}device_id,
        os,
        TRY_CAST(TRY_CAST(processing_text AS DOUBLE) AS BIGINT) AS mp_processing_time_ms,
        reserialised,
@@ -37,4 +39,5 @@ FROM (
            CASE WHEN why IS NULL THEN make_timestamp(CAST(round(
                CASE WHEN tnum >= {ms_threshold} THEN tnum * 1000 ELSE tnum * 1000000 END) AS BIGINT)) END AS ts
     FROM c
+)
 )
