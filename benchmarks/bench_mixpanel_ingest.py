@@ -3,9 +3,10 @@
 Every variant reads the same served bytes in the same run:
 
 * ``platform``: ``analytics_platform.mixpanel.store.ingest_ranges`` — the export streamed
-  to a temp file, bulk-parsed with DuckDB's JSON functions in 200k-row batches (one batch
-  ahead in a background thread), each batch inserted with one ``INSERT ... WHERE NOT
-  EXISTS`` (pruned to its event dates).  It runs in a child process whose imports come
+  to a temp file and parsed while it downloads (string views into its blocks, DuckDB's
+  JSON functions, 200k-row batches, a background thread up to two batches ahead), each
+  batch inserted once the download is complete with one ``INSERT`` of the rows whose
+  ``event_id`` is not loaded yet (pruned to its event dates).  It runs in a child process whose imports come
   from this tree, or from ``MIXPANEL_BENCH_BEFORE`` for a ``platform_before`` variant
   (before/after interleaved in the same run).
 * ``baseline``: what the old collector did — ``requests`` line iteration, one

@@ -3,7 +3,7 @@
 * :func:`batched_load` — the export streamed with ``requests`` (``iter_lines`` in 1 MiB
   chunks), one ``loads`` per line, the columns built in Python lists, one Arrow batch of
   200k rows inserted with the platform's own statement (``insert_new_events.sql`` through
-  ``Warehouse.insert_from_batch``: same table, same ``NOT EXISTS`` dedup, first
+  ``Warehouse.insert_from_batch``: same table, same "not loaded yet" join, first
   occurrence kept inside a batch with a dict).  ``loads``/``dumps`` are ``json``'s (the
   "fair batched baseline") or ``orjson``'s (the "best straightforward" one).
 * :func:`parse_only` — ``orjson.loads`` over every line of the same (decompressed) export

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics_platform.common import read_sql, render_sql
+from analytics_platform.resources.growing_file import GrowingFile
 
 BLOCK_BYTES = 16 << 20  # read size; a block is parsed with one DuckDB query
 BATCH_ROWS = 200_000  # rows per yielded batch (one warehouse load each)
@@ -95,19 +96,27 @@ class ParsedBatch:
     rejected: pa.Table  # line_no, raw_line, reason
 
 
-def _line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[memoryview, np.ndarray]]:
+def _line_blocks(source: Path | GrowingFile, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[memoryview, np.ndarray]]:
     """(data, offsets) per block: ``data`` holds whole lines, ``offsets`` their starts + end.
 
     Each block is read into a fresh buffer after the previous block's partial last line,
     and ``data`` is a view of it: the 16 MiB are never copied (no ``rest + chunk``, no
-    slice), only the partial line is.
+    slice), only the partial line is.  ``source``: a complete file, or a file still being
+    written (read as it grows; see resources/growing_file.py).
     """
-    with open(path, "rb", buffering=0) as handle:
+    opened = source.reader() if isinstance(source, GrowingFile) else open(source, "rb", buffering=0)
+    with opened as handle:
         rest = b""
         while True:
             buf = bytearray(len(rest) + block_bytes)
             buf[: len(rest)] = rest
-            read = handle.readinto(memoryview(buf)[len(rest) :])
+            free = memoryview(buf)[len(rest) :]
+            read = 0
+            while read < len(free):  # a whole block (a growing file comes in pieces)
+                got = handle.readinto(free[read:])
+                if not got:
+                    break
+                read += got
             if not read:
                 if not rest:
                     return
@@ -307,7 +316,9 @@ class ExportParser:
         # The batch stage (_finish, duplicates_total) has its own connection to the same
         # database: with parse(background=True) it runs while the block stage queries.
         self._ids = self._con.cursor()
-        self._active: Optional[Iterator] = None
+        self._active: Optional[Prefetch] = None
+        self._growing: Optional[GrowingFile] = None
+        self._closed = False
         final = read_sql(_SQL + "final")
         limits = {"ms_threshold": str(MS_THRESHOLD), "max_time": str(MAX_TIME)}
         self._slow_sql = read_sql(_SQL + "slow")
@@ -327,6 +338,11 @@ class ExportParser:
         return int(self.stats.duplicates_in_batches + seen - distinct)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._growing is not None and not self._growing.finished:
+            self._growing.fail(RuntimeError("the export parser was closed"))  # unblocks its reader
         if self._active is not None:  # a background parse the caller left unfinished
             self._active.close()
             self._active = None
@@ -398,18 +414,25 @@ class ExportParser:
             out = out.set_column(out.schema.get_field_index("raw_line"), "raw_line", raw_line)
         return out
 
-    def parse(self, path: Path | str, *, background: bool = False) -> Iterator[ParsedBatch]:
-        """Yield batches of at most ``batch_rows`` parsed events (plus the rejected lines).
+    def parse(self, source: Path | str | GrowingFile, *, background: bool = False, ahead: int = 1) -> Iterator[ParsedBatch]:
+        """Batches of at most ``batch_rows`` parsed events (plus the rejected lines).
 
-        ``background=True``: the blocks are read and parsed by a background thread one
-        batch ahead (:func:`prefetch`), while the calling thread deduplicates the previous
-        batch and does whatever it does with it (the warehouse insert): both stages run
-        in DuckDB / Arrow, which release the GIL, so they overlap on a second core.  The
-        batches, their order and the counts are the same either way."""
-        raw = self._raw_batches(Path(path))
+        ``background=True``: the blocks are read and parsed by a background thread, up to
+        ``ahead`` batches ahead (:class:`Prefetch`, started at once), while the calling
+        thread deduplicates the previous batch and does whatever it does with it (the
+        warehouse insert): both stages run in DuckDB / Arrow, which release the GIL, so
+        they overlap on a second core.  ``source`` may be a :class:`GrowingFile` (an
+        export still downloading): parsing then overlaps the download too.  The batches,
+        their order and the counts are the same either way."""
+        if isinstance(source, GrowingFile):
+            self._growing = source
+        raw: Iterator = self._raw_batches(source if isinstance(source, GrowingFile) else Path(source))
         if background:
-            raw = prefetch(raw)
+            raw = Prefetch(raw, depth=ahead)
             self._active = raw
+        return self._finished(raw, background)
+
+    def _finished(self, raw: Iterator, background: bool) -> Iterator[ParsedBatch]:
         try:
             for pending, rejected in raw:
                 yield self._finish(pending, rejected)
@@ -418,9 +441,9 @@ class ExportParser:
                 raw.close()  # stops and joins the thread (also when the caller stopped early)
                 self._active = None
 
-    def _raw_batches(self, path: Path) -> Iterator[tuple[list[pa.Table], list[pa.Table]]]:
+    def _raw_batches(self, path: Path | GrowingFile) -> Iterator[tuple[list[pa.Table], list[pa.Table]]]:
         """(good rows, rejected rows) per batch, not deduplicated yet."""
-        if not path.exists() or os.path.getsize(path) == 0:
+        if isinstance(path, Path) and (not path.exists() or os.path.getsize(path) == 0):
             return
         line_no = 0
         pending: list[pa.Table] = []
@@ -494,55 +517,68 @@ class ExportParser:
 T = TypeVar("T")
 
 
-def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """``items`` produced by a background thread, at most ``depth`` ahead of the consumer.
+class Prefetch(Iterator[T]):
+    """``items`` produced by a background thread (started at once), at most ``depth``
+    ahead of the consumer.
 
     The export parser and the warehouse insert both run in DuckDB, which releases the GIL:
-    with the parser one batch ahead, batch N+1 is parsed while batch N is inserted (the
-    two stages overlap on a second core).  The producer starts an item only when the
-    consumer has taken the one before (``depth`` = 1): memory grows by one batch, not with
-    the file.  An exception of the producer is raised in the consumer; when the consumer
-    stops early (its own exception), the producer stops before its next item and is
-    joined here, so the caller may close what the producer uses right after.
+    with the parser ahead, batch N+1 is parsed while batch N is inserted (the two stages
+    overlap on a second core).  The producer starts an item only when fewer than
+    ``depth`` are waiting: memory grows by ``depth`` batches, not with the file.  An
+    exception of the producer is raised in the consumer; :meth:`close` (also when the
+    consumer stops early) stops the producer before its next item and joins it, so the
+    caller may close what the producer uses right after.
     """
-    q: "queue.Queue[tuple[int, object]]" = queue.Queue()
-    ahead = threading.Semaphore(max(1, depth))  # items started and not yet taken
-    stop = threading.Event()
-    item_, end_, error_ = 0, 1, 2
 
-    def work() -> None:
+    _ITEM, _END, _ERROR = 0, 1, 2
+
+    def __init__(self, items: Iterator[T], depth: int = 1) -> None:
+        self._q: "queue.Queue[tuple[int, object]]" = queue.Queue()
+        self._ahead = threading.Semaphore(max(1, depth))  # items started and not yet taken
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._work, args=(items,), name="mixpanel-export-parse", daemon=True)
+        self._thread.start()
+
+    def _work(self, items: Iterator[T]) -> None:
         try:
             source = iter(items)
             while True:
-                while not ahead.acquire(timeout=0.05):
-                    if stop.is_set():
+                while not self._ahead.acquire(timeout=0.05):
+                    if self._stop.is_set():
                         return
-                if stop.is_set():
+                if self._stop.is_set():
                     return
                 try:
                     item = next(source)
                 except StopIteration:
-                    q.put((end_, None))
+                    self._q.put((self._END, None))
                     return
-                q.put((item_, item))
+                self._q.put((self._ITEM, item))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put((error_, exc))
+            self._q.put((self._ERROR, exc))
 
-    thread = threading.Thread(target=work, name="mixpanel-export-parse", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == item_:
-                ahead.release()  # the producer starts the next item while this one is used
-                yield value  # type: ignore[misc]
-            elif kind == end_:
-                return
-            else:
-                raise value  # type: ignore[misc]
-    finally:
-        stop.set()
-        thread.join()
+    def __next__(self) -> T:
+        if self._ended:
+            raise StopIteration
+        kind, value = self._q.get()
+        if kind == self._ITEM:
+            self._ahead.release()  # the producer starts the next item while this one is used
+            return value  # type: ignore[return-value]
+        self._ended = True
+        self.close()
+        if kind == self._END:
+            raise StopIteration
+        raise value  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def prefetch(items: Iterator[T], depth: int = 1) -> Prefetch[T]:
+    """:class:`Prefetch` (kept for callers of the function)."""
+    return Prefetch(items, depth)
 
 
 def _empty_events() -> pa.Table:

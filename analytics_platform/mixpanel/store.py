@@ -21,6 +21,7 @@ The rules themselves (windows, cooldown, rows and messages) are in :mod:`rules`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -31,7 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,7 @@ from analytics_platform.common import (
 )
 from analytics_platform.mixpanel import rules as R
 from analytics_platform.mixpanel.events_config import EventsConfig, events_config_from_settings
-from analytics_platform.mixpanel.export_parse import BATCH_ROWS, ExportParser, filter_rows
+from analytics_platform.mixpanel.export_parse import BATCH_ROWS, ExportParser, ParsedBatch, filter_rows
 from analytics_platform.resources.warehouse import Column
 from analytics_platform.mixpanel.tables import (
     ANOMALIES_SCHEMA,
@@ -67,6 +68,7 @@ from analytics_platform.mixpanel.tables import (
     ensure_rejected_table,
 )
 from analytics_platform.resources.export_budget import export_context
+from analytics_platform.resources.growing_file import GrowingFile
 
 _log = logging.getLogger(__name__)
 Log = Callable[[str], None]
@@ -78,6 +80,9 @@ MATCH_WINDOW_STARTS = strip_sql_comments(read_sql("mixpanel/match_window_starts"
 # --------------------------------------------------------------------------- events
 # Mixpanel allows 3 export queries per second: never start two closer than this.
 MIN_SECONDS_BETWEEN_EXPORTS = 0.4
+# Batches the parser may run ahead of the loads (each holds ~110 MB of the export's
+# blocks): while the export downloads, the parser works through up to this many + 1.
+PARSE_AHEAD = 2
 
 @dataclass
 class IngestResult:
@@ -267,8 +272,9 @@ def ingest_ranges(
     run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
     slices = R.export_slices(ranges, R.utc_days_per_export(project_timezone))
     result = IngestResult(ranges=list(slices), purpose=purpose)
-    loader = EventsLoader(warehouse, dataset, table, inserted_at=now)
-    ensure_export_log_table(warehouse, dataset)
+    with warehouse.session():  # the set-up's short statements share one open database
+        loader = EventsLoader(warehouse, dataset, table, inserted_at=now)
+        ensure_export_log_table(warehouse, dataset)
     own_dir = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="mixpanel_ingest_")) if own_dir else Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -281,34 +287,37 @@ def ingest_ranges(
             path = folder / f"export_{first_day}_{last_day}.jsonl"
             dates = R.export_dates(first_day, last_day, project_timezone, now)
             queried_at = clock().astimezone(UTC)
-            if dates is None:  # nothing of these days has happened in the project's zone yet
-                path.write_bytes(b"")
-                say(f"export {first_day}..{last_day}: not started yet in {project_timezone}; nothing to ask")
-            else:
-                with export_context(purpose, run_id):
-                    stats = mixpanel.export_to_file(dates[0], dates[1], list(events), dest=path)
-                last_request = time.monotonic()
-                result.export_requests += int(getattr(stats, "requests", 1))
-                result.export_bytes += int(getattr(stats, "bytes", 0))
-                result.budget_waited_seconds += float(getattr(stats, "budget_waited_seconds", 0.0))
-                asked = "" if dates == (first_day, last_day) else f" (asked {dates[0]}..{dates[1]} in {project_timezone})"
-                say(f"export {first_day}..{last_day}{asked}: {stats.lines} lines, {stats.bytes} bytes")
-            # Rows of events no longer collected go first: from here on the load only
-            # inserts, so (after - before) is what this export added to each day.
-            result.rows_deleted_uncollected += warehouse.execute_file(
-                "mixpanel/delete_uncollected_events",
-                {"from_date": first_day, "to_date": last_day, "events": sorted(events)},
-                dataset=dataset,
-                table=table,
-            )
-            before = _partition_counts(warehouse, dataset, table, first_day, last_day)
-            carry: Optional[dt.date] = None
-            inserted_here = outside_here = 0
-            rejected_by_day: dict[dt.date, int] = {}
-            unparsable_before = loader.rejected_in_warehouse
-            quarantined_before = loader.rejected_in_warehouse_new
-            with ExportParser(batch_rows=batch_rows) as parser:
-                for batch in parser.parse(path, background=True):  # parse N+1 while N is inserted
+            with contextlib.ExitStack() as stack:
+                # The export is parsed while it downloads; its batches are loaded only once
+                # it is complete (a cut or abandoned body never reaches the warehouse).
+                parser, batches, stats = _export_and_parse(
+                    stack, mixpanel, dates, events, path, batch_rows=batch_rows, purpose=purpose, run_id=run_id
+                )
+                if stats is None:
+                    say(f"export {first_day}..{last_day}: not started yet in {project_timezone}; nothing to ask")
+                else:
+                    last_request = time.monotonic()
+                    result.export_requests += int(getattr(stats, "requests", 1))
+                    result.export_bytes += int(getattr(stats, "bytes", 0))
+                    result.budget_waited_seconds += float(getattr(stats, "budget_waited_seconds", 0.0))
+                    asked = "" if dates == (first_day, last_day) else f" (asked {dates[0]}..{dates[1]} in {project_timezone})"
+                    say(f"export {first_day}..{last_day}{asked}: {stats.lines} lines, {stats.bytes} bytes")
+                # Rows of events no longer collected go first: from here on the load only
+                # inserts, so (after - before) is what this export added to each day.
+                with warehouse.session():
+                    result.rows_deleted_uncollected += warehouse.execute_file(
+                        "mixpanel/delete_uncollected_events",
+                        {"from_date": first_day, "to_date": last_day, "events": sorted(events)},
+                        dataset=dataset,
+                        table=table,
+                    )
+                    before = _partition_counts(warehouse, dataset, table, first_day, last_day)
+                carry: Optional[dt.date] = None
+                inserted_here = outside_here = 0
+                rejected_by_day: dict[dt.date, int] = {}
+                unparsable_before = loader.rejected_in_warehouse
+                quarantined_before = loader.rejected_in_warehouse_new
+                for batch in batches:  # batch N+1 is parsed while N is inserted
                     ev = batch.events
                     if ev.num_rows:
                         ev_dates = ev.column("event_date")
@@ -356,28 +365,63 @@ def ingest_ranges(
                 result.rejected_rows_new += loader.rejected_in_warehouse_new - quarantined_before
             result.rows_already_loaded += st.valid - duplicates - inserted_here - outside_here - unparsable_here
             path.unlink(missing_ok=True)
-            after = _partition_counts(warehouse, dataset, table, first_day, last_day)
-            slice_days = [first_day + dt.timedelta(days=i) for i in range((last_day - first_day).days + 1)]
-            for day in slice_days:
-                result.partition_rows[day.isoformat()] = after.get(day, 0)
-            log_rows = R.export_log_rows(
-                days=slice_days,
-                run_id=run_id,
-                export_query_time=queried_at,
-                asked=dates,
-                valid_by_day=st.valid_by_day,
-                rejected_by_day=rejected_by_day,
-                counts_before=before,
-                counts_after=after,
-                recorded_at=clock().astimezone(UTC),
-                purpose=purpose,
-            )
-            result.export_log_rows += write_export_log(warehouse, dataset, log_rows)
+            with warehouse.session():  # the slice's bookkeeping: one open database
+                after = _partition_counts(warehouse, dataset, table, first_day, last_day)
+                slice_days = [first_day + dt.timedelta(days=i) for i in range((last_day - first_day).days + 1)]
+                for day in slice_days:
+                    result.partition_rows[day.isoformat()] = after.get(day, 0)
+                log_rows = R.export_log_rows(
+                    days=slice_days,
+                    run_id=run_id,
+                    export_query_time=queried_at,
+                    asked=dates,
+                    valid_by_day=st.valid_by_day,
+                    rejected_by_day=rejected_by_day,
+                    counts_before=before,
+                    counts_after=after,
+                    recorded_at=clock().astimezone(UTC),
+                    purpose=purpose,
+                )
+                result.export_log_rows += write_export_log(warehouse, dataset, log_rows)
     finally:
         if own_dir:
             shutil.rmtree(folder, ignore_errors=True)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _export_and_parse(
+    stack: contextlib.ExitStack,
+    mixpanel: Any,
+    dates: Optional[tuple[dt.date, dt.date]],
+    events: Sequence[str],
+    path: Path,
+    *,
+    batch_rows: int,
+    purpose: str,
+    run_id: str,
+) -> tuple[ExportParser, Iterator[ParsedBatch], Any]:
+    """Download the slice's export into ``path`` while parsing it; return (parser, batches,
+    the export's stats or None when there was nothing to ask).
+
+    The parser follows the file as it grows (:class:`GrowingFile`) in a background thread,
+    up to ``PARSE_AHEAD`` batches ahead; this returns only when the download is complete,
+    so no batch is loaded from a cut body.  A download that had to start over (a retried
+    request) is parsed again from its complete file: what was parsed of the abandoned
+    attempt is dropped with its parser."""
+    parser = stack.enter_context(ExportParser(batch_rows=batch_rows))
+    if dates is None:  # nothing of these days has happened in the project's zone yet
+        path.write_bytes(b"")
+        return parser, parser.parse(path, background=True), None
+    growing = GrowingFile()
+    batches = parser.parse(growing, background=True, ahead=PARSE_AHEAD)
+    with export_context(purpose, run_id):
+        stats = mixpanel.export_to_file(dates[0], dates[1], list(events), dest=path, progress=growing)
+    if growing.generation != 1 or not growing.finished:
+        parser.close()
+        parser = stack.enter_context(ExportParser(batch_rows=batch_rows))
+        batches = parser.parse(path, background=True)
+    return parser, batches, stats
 
 
 def _partition_counts(warehouse: Any, dataset: str, table: str, first_day: dt.date, last_day: dt.date) -> dict[dt.date, int]:

@@ -41,6 +41,7 @@ from dagster import ConfigurableResource, InitResourceContext, get_dagster_logge
 from pydantic import PrivateAttr
 
 from analytics_platform.resources.export_budget import ExportBudget, ExportBudgetExhausted
+from analytics_platform.resources.growing_file import GrowingFile
 from analytics_platform.resources.retry import is_retryable_status, parse_retry_after, retry_delay
 from analytics_platform.settings import SettingsError, redact
 
@@ -177,10 +178,13 @@ class MixpanelService(ConfigurableResource):
         where: Optional[str] = None,
         *,
         dest: Union[str, Path],
+        progress: Optional[GrowingFile] = None,
     ) -> ExportStats:
         """Write the raw export of ``[from_date, to_date]`` (UTC, inclusive) into ``dest``
         (JSON lines; ``events=None`` exports every event).  ``dest`` never holds a
-        partial export: the file is written to ``dest.part`` and renamed when complete."""
+        partial export: the file is written to ``dest.part`` and renamed when complete.
+        ``progress``: told of every (re)start, flushed write and the completion of the
+        ``.part`` file, so that another thread can read it as it grows."""
         raise NotImplementedError
 
     def iter_export_lines(
@@ -421,6 +425,7 @@ class MixpanelResource(MixpanelService):
         where: Optional[str] = None,
         *,
         dest: Union[str, Path],
+        progress: Optional[GrowingFile] = None,
     ) -> ExportStats:
         """Stream the raw export into ``dest``: memory stays flat (1 MiB chunks, decompressed
         on the fly) and a retried request starts the ``.part`` file from scratch."""
@@ -453,7 +458,7 @@ class MixpanelResource(MixpanelService):
                 status = response.status_code
                 if status == 200:
                     try:
-                        lines, size = _stream_body(response, part)
+                        lines, size = _stream_body(response, part, progress)
                     except _STREAM_ERRORS as exc:
                         part.unlink(missing_ok=True)
                         reason = f"stream broken mid-body ({type(exc).__name__})"
@@ -570,8 +575,8 @@ class SplitMixpanel(MixpanelService):
     def requests_made(self) -> int:
         return self.exports.requests_made + self.profiles.requests_made
 
-    def export_to_file(self, from_date, to_date, events=None, where=None, *, dest) -> ExportStats:
-        return self.exports.export_to_file(from_date, to_date, events, where, dest=dest)
+    def export_to_file(self, from_date, to_date, events=None, where=None, *, dest, progress=None) -> ExportStats:
+        return self.exports.export_to_file(from_date, to_date, events, where, dest=dest, progress=progress)
 
     def _update_token(self) -> str:
         return self.profiles._update_token()
@@ -587,28 +592,37 @@ class ExportTruncated(Exception):
     """A 200 export body that Mixpanel ended early: never loaded as complete, retried."""
 
 
-def _stream_body(response: requests.Response, path: Path) -> tuple[int, int]:
+def _stream_body(response: requests.Response, path: Path, progress: Optional[GrowingFile] = None) -> tuple[int, int]:
     """Write the (decompressed) body to ``path``; return (lines, bytes).  Flat memory.
 
     Raises :class:`ExportTruncated` when the body is not a complete export: its last line
     is Mixpanel's ``terminated early`` marker, or it stops mid-line (no final newline).
-    An empty body is a complete export of a day without events.
+    An empty body is a complete export of a day without events.  ``progress`` hears of
+    the file's start, of each flushed chunk and, only when the body is complete, of its
+    end (a reader never takes a cut body for a whole one).
     """
     lines = size = 0
     tail = b""
     with open(path, "wb") as out:
+        if progress is not None:
+            progress.restart(path)
         for chunk in response.iter_content(chunk_size=CHUNK):
             if not chunk:
                 continue
             out.write(chunk)
             lines += chunk.count(b"\n")
             size += len(chunk)
-            tail = (tail + chunk)[-256:]
+            tail = (tail + chunk[-256:])[-256:]  # not a copy of the whole chunk
+            if progress is not None:
+                out.flush()
+                progress.wrote(len(chunk))
     if size and not tail.endswith(b"\n"):
         raise ExportTruncated(f"the body stops mid-line after {lines} complete lines (no final newline)")
     last_line = tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1].strip()
     if last_line == TERMINATED_EARLY:
         raise ExportTruncated(f"the body ends with Mixpanel's 'terminated early' line after {lines - 1} lines")
+    if progress is not None:
+        progress.finish()
     return lines, size
 
 

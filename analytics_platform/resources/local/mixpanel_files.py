@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 import orjson
 from dagster import get_dagster_logger
 
+from analytics_platform.resources.growing_file import GrowingFile
 from analytics_platform.resources.mixpanel import (
     CHUNK,
     TOKEN_PLACEHOLDER,
@@ -75,6 +76,7 @@ class LocalMixpanel(MixpanelService):
         where: Optional[str] = None,
         *,
         dest: Union[str, Path],
+        progress: Optional[GrowingFile] = None,
     ) -> ExportStats:
         start, end = day_of(from_date), day_of(to_date)
         if start > end:
@@ -102,6 +104,10 @@ class LocalMixpanel(MixpanelService):
                         out.write(line)
                         lines += 1
                         size += len(line)
+        if progress is not None:  # written at once: a reader may take it whole
+            progress.restart(part)
+            progress.wrote(size)
+            progress.finish()
         os.replace(part, dest)
         _log.info(f"Mixpanel export from local files under {folder}: {lines} lines")
         return ExportStats(dest, lines, size, 0, "local", time.monotonic() - started, 0.0)

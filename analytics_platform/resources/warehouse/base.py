@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -142,6 +143,13 @@ class Warehouse(ConfigurableResource):
         raise NotImplementedError
 
     # --- shared ------------------------------------------------------------------------
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """A block of many short statements (set-up, bookkeeping): an engine that opens its
+        database per statement keeps it open for the block.  Re-entrant; nothing to do
+        for a client-server warehouse (BigQuery)."""
+        yield
+
     def ensure_write_lock(self, dataset: str, lock: str) -> None:
         """Create ``{dataset}.warehouse_write_locks`` and the row of ``lock`` if absent
         (:meth:`write_batch` does it too; call this once before starting writers)."""

@@ -61,14 +61,16 @@ class DuckDBWarehouse(Warehouse):
 
     # (dataset, lock) whose row write_batch made sure of (the row is never deleted)
     _locks_ready: Any = PrivateAttr(default_factory=set)
+    # session(): [open connection, depth] while a session is open
+    _session: Any = PrivateAttr(default=None)
+    _session_lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     @property
     def engine(self) -> str:
         return "duckdb"
 
-    @contextmanager
-    def connect(self) -> Iterator[Any]:
-        """A connection with TimeZone=UTC; waits while another process holds the file."""
+    def _open(self) -> Any:
+        """``duckdb.connect(path)``; waits while another process holds the file."""
         import duckdb
 
         if self.path != ":memory:":
@@ -78,13 +80,39 @@ class DuckDBWarehouse(Warehouse):
         while True:
             try:
                 with _REGISTER_LOCK:  # see _REGISTER_LOCK
-                    con = duckdb.connect(self.path)
-                break
+                    return duckdb.connect(self.path)
             except duckdb.IOException as exc:  # another process holds the write lock
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Keep the database open for the block: each statement's connection then comes
+        from DuckDB's open instance (~0.5 ms) instead of opening the file (~10-20 ms) and
+        checkpointing it at every close.  Other processes wait for the file meanwhile, as
+        they do during a write: keep sessions to short blocks."""
+        if self.path == ":memory:":
+            yield
+            return
+        with self._session_lock:
+            if self._session is None:
+                self._session = [self._open(), 0]
+            self._session[1] += 1
+        try:
+            yield
+        finally:
+            with self._session_lock:
+                self._session[1] -= 1
+                if self._session[1] == 0:
+                    anchor, self._session = self._session[0], None
+                    anchor.close()
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        """A connection with TimeZone=UTC; waits while another process holds the file."""
+        con = self._open()
         try:
             con.execute("SET TimeZone='UTC'")
             yield con
