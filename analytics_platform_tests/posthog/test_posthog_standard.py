@@ -175,6 +175,38 @@ def test_a_failed_table_wide_check_stops_persons_in_the_same_run(duck):
     assert not duck.table_exists(OUT, "persons")  # the persons step never ran
 
 
+def test_a_failed_per_partition_check_stops_persons_in_the_same_run(duck, monkeypatch):
+    """Blocking too: a day whose write left a session twice (a writer racing this one, a
+    bug) is not counted into persons in the same run."""
+    from analytics_platform.resources.warehouse import DuckDBWarehouse
+
+    run_file = DuckDBWarehouse.run_file
+
+    def duplicate_then_read_stats(self, name, *args, **kwargs):
+        if name == "posthog/sessions_partition_stats" and "S1" in set(read_sessions(self, D)["session_id"]):
+            copy = read_sessions(self, D)
+            copy = copy[copy["session_id"] == "S1"].copy()  # just written: the session again, same day
+            cols = self.table_columns(OUT, "sessions")
+            types = dict(logic.SESSION_COLUMNS) | dict(logic.plan_carry(cols).columns)
+            self.load(copy, OUT, "sessions", [Column(c, types.get(c, "STRING")) for c in cols])
+        out = run_file(self, name, *args, **kwargs)
+        if name == "posthog/sessions_table_stats":  # only the per-partition check may see it
+            out["duplicate_session_ids"] = 0
+        return out
+
+    monkeypatch.setattr(DuckDBWarehouse, "run_file", duplicate_then_read_stats)
+    result = materialize(duck, partition="2024-06-03", with_persons=True, raise_on_error=False)
+    assert not result.success
+    checks = _checks(result)
+    assert checks["unique_session_id_per_partition"] is False
+    assert checks["unique_session_id_table_wide"] is True  # this check alone blocks persons
+    materialized = {str(m.asset_key.to_user_string()) for m in result.get_asset_materialization_events()
+                    for m in [m.event_specific_data.materialization]}
+    assert "posthog_aggregated/sessions" in materialized
+    assert "posthog_aggregated/persons" not in materialized
+    assert not duck.table_exists(OUT, "persons")  # the persons step never ran
+
+
 # --- 3. malformed STRING properties ------------------------------------------------------------
 def _with_malformed(warehouse) -> None:
     bad = ev("bad1", "scroll", "2024-06-03 10:10:00", "u1", None)
