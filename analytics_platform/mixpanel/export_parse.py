@@ -218,6 +218,8 @@ def filter_rows(table: pa.Table, mask: np.ndarray | pa.Array | pa.ChunkedArray) 
     if isinstance(mask, (pa.Array, pa.ChunkedArray)):
         mask = mask.to_numpy(zero_copy_only=False)
     keep = np.asarray(mask, dtype=bool)
+    if keep.all():
+        return table  # nothing to drop: no copy
     views = [f.name for f in table.schema if _is_view(f.type)]
     if not views:
         return table.filter(pa.array(keep))
