@@ -267,7 +267,7 @@ _FILE_PARAMS: dict[str, dict[str, Any]] = {
     "mixpanel/check_duplicate_event_ids": {"date_from": DAY, "date_to": DAY},
     "mixpanel/check_null_timestamps": {"date_from": DAY, "date_to": DAY},
     # mixpanel/store.py (ingestion)
-    "mixpanel/insert_new_events": {"date_from": DAY, "date_to": DAY},
+    "mixpanel/insert_new_events": {"date_from": DAY, "date_to": DAY, "slice_from": DAY, "slice_to": DAY, "rows_expected": -1},
     "mixpanel/insert_unparsable_events": {"date_from": DAY, "date_to": DAY},
     "mixpanel/count_unparsable_events": {},
     # mixpanel/migrate.py

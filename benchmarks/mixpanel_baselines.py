@@ -82,7 +82,8 @@ def batched_load(
         arrow = arrow.filter(pc.equal(arrow.column("event_date").cast(pa.int32()), day_number))
         counts["rows_inserted"] += warehouse.insert_from_batch(
             "mixpanel/insert_new_events", arrow, EVENTS_SCHEMA,
-            {"date_from": day, "date_to": day},
+            # every id looked up in the table, as a straightforward loader does
+            {"date_from": day, "date_to": day, "slice_from": day, "slice_to": day, "rows_expected": -1},
             batch_dataset=dataset, dataset=dataset, table=table,
         )
 

@@ -92,7 +92,9 @@ class ParseStats:
 
 @dataclass
 class ParsedBatch:
-    events: pa.Table  # PARSED_COLUMNS + line_no, unique event_id within the batch
+    # line_no + PARSED_COLUMNS + seen_earlier_in_export (the id's hash was kept from an
+    # earlier batch of this export); unique event_id within the batch
+    events: pa.Table
     rejected: pa.Table  # line_no, raw_line, reason
 
 
@@ -502,11 +504,18 @@ class ExportParser:
             )
             events = table.select(["line_no", *PARSED_COLUMNS])
             events = events.set_column(events.schema.get_field_index("properties"), "properties", properties)
-            self._ids.register("kept", pa.table({"h": id_hash}))
+            # Which ids an earlier batch of this export kept (by hash: a collision only
+            # costs the warehouse one lookup more): only those can be in the table already
+            # when its days had no row before this export (see insert_new_events.sql).
+            seen_earlier = np.zeros(len(id_hash), dtype=bool)
+            self._ids.register("kept", pa.table({"i": np.arange(len(id_hash)), "h": id_hash}))
             try:
+                rows = self._ids.execute("SELECT i FROM kept WHERE h IN (SELECT h FROM seen_ids)").fetchnumpy()["i"]
+                seen_earlier[np.asarray(rows, dtype=np.int64)] = True
                 self._ids.execute("INSERT INTO seen_ids SELECT h FROM kept")
             finally:
                 self._ids.unregister("kept")
+            events = events.append_column("seen_earlier_in_export", pa.array(seen_earlier))
         else:
             events = _empty_events()
         rej = pa.concat_tables(rejected) if rejected else _empty_rejected()
@@ -596,6 +605,7 @@ def _empty_events() -> pa.Table:
             "device_id": pa.array([], pa.string()),
             "os": pa.array([], pa.string()),
             "mp_processing_time_ms": pa.array([], pa.int64()),
+            "seen_earlier_in_export": pa.array([], pa.bool_()),
         }
     )
 

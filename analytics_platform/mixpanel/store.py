@@ -143,7 +143,13 @@ WRITE_EVENTS_STATEMENTS = (
 WRITE_EVENTS_GUARDS = {"mixpanel/insert_unparsable_events": "mixpanel/count_unparsable_events"}
 # The batch as staged: the table's columns, properties as the text received (parsed by
 # the statements with SAFE.PARSE_JSON).
-EVENTS_BATCH_SCHEMA = tuple(Column(c.name, "STRING") if c.type == "JSON" else c for c in EVENTS_SCHEMA)
+# seen_earlier_in_export: the parser kept the id (by hash) from an earlier batch of the
+# export; only such ids are looked up in the table when its days were empty before the
+# export and hold only the export's rows (insert_new_events.sql).
+EVENTS_BATCH_SCHEMA = (
+    *(Column(c.name, "STRING") if c.type == "JSON" else c for c in EVENTS_SCHEMA),
+    Column("seen_earlier_in_export", "BOOL"),
+)
 
 
 class EventsLoader:
@@ -161,9 +167,21 @@ class EventsLoader:
         ensure_rejected_table(warehouse, dataset)
         warehouse.ensure_write_lock(dataset, self.write_lock)
 
-    def load_events(self, events: pa.Table) -> int:
+    def load_events(
+        self,
+        events: pa.Table,
+        *,
+        slice_days: Optional[tuple[dt.date, dt.date]] = None,
+        slice_rows_expected: int = -1,
+    ) -> int:
         """Insert the batch's rows whose event_id is absent (within the batch's event
         dates, `sql/mixpanel/insert_new_events.sql`); return the rows inserted.
+
+        ``slice_rows_expected``: when the export's days (``slice_days``) had no row before
+        this export, the rows it has inserted into them so far (else -1).  If the days hold
+        exactly that many rows when the batch is written, no other writer touched them and
+        only the ids seen in an earlier batch are looked up in the table; otherwise (or
+        with -1) every id is, as for a re-export of a loaded day.
 
         One transaction under the events table's write lock (two writers of the same day
         never both insert an event_id, whatever launched them); rows whose properties the
@@ -172,7 +190,15 @@ class EventsLoader:
         if events.num_rows == 0:
             return 0
         bounds = pc.min_max(events.column("event_date"))
-        params = {"date_from": bounds["min"].as_py(), "date_to": bounds["max"].as_py()}
+        first, last = bounds["min"].as_py(), bounds["max"].as_py()
+        slice_from, slice_to = slice_days or (first, last)
+        params = {
+            "date_from": first,
+            "date_to": last,
+            "slice_from": slice_from,
+            "slice_to": slice_to,
+            "rows_expected": int(slice_rows_expected) if slice_days else -1,
+        }
         inserted, unparsable, quarantined = self.warehouse.write_batch(
             WRITE_EVENTS_STATEMENTS,
             self._rows(events),
@@ -210,6 +236,12 @@ class EventsLoader:
                 "device_id": events.column("device_id").cast(pa.string()),
                 "os": events.column("os").cast(pa.string()),
                 "mp_processing_time_ms": events.column("mp_processing_time_ms"),
+                # unknown (a batch not from the parser): every id is looked up
+                "seen_earlier_in_export": (
+                    events.column("seen_earlier_in_export")
+                    if "seen_earlier_in_export" in events.column_names
+                    else pa.array(np.ones(events.num_rows, dtype=bool))
+                ),
             }
         )
 
@@ -327,7 +359,11 @@ def ingest_ranges(
                         )
                         own_days = filter_rows(ev, inside)  # a run writes its own partitions only
                         outside_here += ev.num_rows - own_days.num_rows
-                        inserted_here += loader.load_events(own_days)
+                        inserted_here += loader.load_events(
+                            own_days,
+                            slice_days=(first_day, last_day),
+                            slice_rows_expected=inserted_here if not any(before.values()) else -1,
+                        )
                     if batch.rejected.num_rows:
                         good_lines = ev.column("line_no").to_numpy() if ev.num_rows else np.array([], np.int64)
                         good_dates = np.array(ev.column("event_date").to_pylist(), dtype=object) if ev.num_rows else np.array([], object)

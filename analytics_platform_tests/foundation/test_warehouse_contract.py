@@ -657,14 +657,15 @@ def _mixpanel_batch(ids: list[str], props: str = '{"big": 9007199254740993, "s":
 
 
 def test_insert_from_batch_runs_the_file_over_the_batch(warehouse):
+    from analytics_platform.mixpanel.store import EVENTS_BATCH_SCHEMA
     from analytics_platform.mixpanel.tables import EVENTS_SCHEMA, ensure_events_table
 
     ensure_events_table(warehouse, DS, "mp_events")
-    day = {"date_from": dt.date(2024, 6, 5), "date_to": dt.date(2024, 6, 5)}
+    day = {"date_from": dt.date(2024, 6, 5), "date_to": dt.date(2024, 6, 5), "slice_from": dt.date(2024, 6, 5), "slice_to": dt.date(2024, 6, 5), "rows_expected": -1}
 
     def insert(batch) -> int:
         return warehouse.insert_from_batch(
-            "mixpanel/insert_new_events", batch, EVENTS_SCHEMA, day,
+            "mixpanel/insert_new_events", batch, EVENTS_BATCH_SCHEMA, day,
             batch_dataset=DS, dataset=DS, table="mp_events",
         )
 
@@ -686,26 +687,28 @@ def test_insert_from_batch_runs_the_file_over_the_batch(warehouse):
 
 
 def test_insert_from_batch_failure_changes_nothing_and_cleans_up(warehouse):
+    from analytics_platform.mixpanel.store import EVENTS_BATCH_SCHEMA
     from analytics_platform.mixpanel.tables import EVENTS_SCHEMA, ensure_events_table
 
     ensure_events_table(warehouse, DS, "mp_events")
     with pytest.raises(WarehouseError, match="insert_new_events"):
         # event_id is REQUIRED: the NULL row fails the statement, the valid one is not kept
         warehouse.insert_from_batch(
-            "mixpanel/insert_new_events", _mixpanel_batch(["ok", None]), EVENTS_SCHEMA,
-            {"date_from": dt.date(2024, 6, 5), "date_to": dt.date(2024, 6, 5)},
+            "mixpanel/insert_new_events", _mixpanel_batch(["ok", None]), EVENTS_BATCH_SCHEMA,
+            {"date_from": dt.date(2024, 6, 5), "date_to": dt.date(2024, 6, 5), "slice_from": dt.date(2024, 6, 5), "slice_to": dt.date(2024, 6, 5), "rows_expected": -1},
             batch_dataset=DS, dataset=DS, table="mp_events",
         )
     assert _count(warehouse, "mp_events") == 0
     assert [t for t in _tables(warehouse) if t != "mp_events"] == []
     with pytest.raises(ValueError):
         warehouse.insert_from_batch(
-            "mixpanel/insert_new_events", _mixpanel_batch(["a"]), EVENTS_SCHEMA,
+            "mixpanel/insert_new_events", _mixpanel_batch(["a"]), EVENTS_BATCH_SCHEMA,
             batch_dataset=DS, dataset=DS, table="mp_events; DROP TABLE x",
         )
 
 
 def test_duckdb_batch_insert_is_single_threaded_then_reset_and_text_is_zstd(duckdb_warehouse):
+    from analytics_platform.mixpanel.store import EVENTS_BATCH_SCHEMA
     from analytics_platform.mixpanel.tables import EVENTS_SCHEMA, ensure_events_table
 
     warehouse = duckdb_warehouse
@@ -742,8 +745,8 @@ def test_duckdb_batch_insert_is_single_threaded_then_reset_and_text_is_zstd(duck
     object.__setattr__(warehouse, "connect", spying_connect)
     try:
         warehouse.insert_from_batch(
-            "mixpanel/insert_new_events", _mixpanel_batch([f"e{i}" for i in range(2000)]), EVENTS_SCHEMA,
-            {"date_from": dt.date(2024, 6, 5), "date_to": dt.date(2024, 6, 5)},
+            "mixpanel/insert_new_events", _mixpanel_batch([f"e{i}" for i in range(2000)]), EVENTS_BATCH_SCHEMA,
+            {"date_from": dt.date(2024, 6, 5), "date_to": dt.date(2024, 6, 5), "slice_from": dt.date(2024, 6, 5), "slice_to": dt.date(2024, 6, 5), "rows_expected": -1},
             batch_dataset=DS, dataset=DS, table="mp_events",
         )
     finally:

@@ -225,7 +225,8 @@ def test_without_the_lock_the_same_race_duplicates_rows(duckdb_warehouse):
         day = dt.date(2024, 7, 1) + dt.timedelta(days=r)
         rows = loader._rows(_events(day, 3000))
         _race(lambda i: duckdb_warehouse.insert_from_batch(
-            "mixpanel/insert_new_events", rows, EVENTS_BATCH_SCHEMA, {"date_from": day, "date_to": day},
+            "mixpanel/insert_new_events", rows, EVENTS_BATCH_SCHEMA,
+            {"date_from": day, "date_to": day, "slice_from": day, "slice_to": day, "rows_expected": -1},
             batch_dataset=DATASET, dataset=DATASET, table=TABLE,
         ))
         n, distinct = _counts(duckdb_warehouse, day)
@@ -282,3 +283,49 @@ def test_write_conflicts_are_recognised_on_both_engines():
     wrapped.__cause__ = bigquery
     assert is_write_conflict(wrapped)
     assert not is_write_conflict(WarehouseError("400 Syntax error: Unexpected keyword"))
+
+
+# ------------------------------------------------- a fresh day: only ids seen earlier looked up
+def _flagged(batch: pa.Table, seen_earlier: list[bool]) -> pa.Table:
+    return batch.append_column("seen_earlier_in_export", pa.array(seen_earlier))
+
+
+def test_a_fresh_day_looks_up_only_ids_kept_from_an_earlier_batch(warehouse):
+    day = dt.date(2024, 6, 8)
+    loader = EventsLoader(warehouse, DATASET, TABLE, inserted_at=dt.datetime(2024, 6, 8, 12, tzinfo=UTC))
+    first = _events(day, 30)
+    assert loader.load_events(_flagged(first, [False] * 30), slice_days=(day, day), slice_rows_expected=0) == 30
+    # the next batch repeats 10 ids of the first (the parser flags them) and brings 20 new ones
+    again = _events(day, 10)
+    new = _events(day, 20, prefix="n")
+    second = pa.concat_tables([again, new])
+    inserted = loader.load_events(_flagged(second, [True] * 10 + [False] * 20), slice_days=(day, day), slice_rows_expected=30)
+    assert inserted == 20
+    assert _counts(warehouse, day) == (50, 50)
+
+
+def test_a_fresh_day_written_by_another_writer_meanwhile_looks_up_every_id(warehouse):
+    """The shortcut holds only while the days hold exactly this export's rows: another
+    writer's rows (a concurrent run) make the batch look every id up again."""
+    day = dt.date(2024, 6, 9)
+    inserted_at = dt.datetime(2024, 6, 9, 12, tzinfo=UTC)
+    mine, other = (EventsLoader(warehouse, DATASET, TABLE, inserted_at=inserted_at) for _ in range(2))
+    assert mine.load_events(_flagged(_events(day, 30), [False] * 30), slice_days=(day, day), slice_rows_expected=0) == 30
+    assert other.load_events(_events(day, 15, prefix="n")) == 15  # n-0 .. n-14, from another run
+    # this export's next batch holds n-0 .. n-19, never seen by its parser before (unflagged)
+    batch = _flagged(_events(day, 20, prefix="n"), [False] * 20)
+    assert mine.load_events(batch, slice_days=(day, day), slice_rows_expected=30) == 5
+    assert _counts(warehouse, day) == (50, 50)
+
+
+def test_two_concurrent_writers_of_a_fresh_day_never_duplicate(warehouse):
+    """Both writers start on an empty day (each expects 0 rows); the write lock orders
+    them, and the second one finds the first one's rows counted."""
+    inserted_at = dt.datetime(2024, 6, 10, 12, tzinfo=UTC)
+    loaders = [EventsLoader(warehouse, DATASET, TABLE, inserted_at=inserted_at) for _ in range(2)]
+    day = dt.date(2024, 6, 10)
+    batch = _flagged(_events(day, 2000), [False] * 2000)
+    results = _race(lambda i: loaders[i].load_events(batch, slice_days=(day, day), slice_rows_expected=0))
+    assert not [x for x in results if isinstance(x, Exception)], results
+    assert sorted(results) == [0, 2000], results
+    assert _counts(warehouse, day) == (2000, 2000)

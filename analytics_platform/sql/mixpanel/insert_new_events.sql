@@ -19,9 +19,20 @@ LEFT JOIN (
   -- join with the batch's ids first, so no step holds more than a batch's ids (memory
   -- flat in the table's size; measured: a NOT EXISTS, a plain LEFT JOIN or an IN filter
   -- let DuckDB's peak grow with the day's rows)
+  -- Which ids are looked up: all of them, unless the export's days (@slice_from ..
+  -- @slice_to) had no row before this export and hold exactly the @rows_expected rows it
+  -- has inserted (no other writer since): then only an id kept from an earlier batch of the
+  -- export can be there, and a fresh day is loaded without scanning its ids per batch.
   SELECT t.event_id
   FROM `{dataset}.{table}` AS t
-  JOIN (SELECT k.event_id FROM `{batch_dataset}.{batch}` AS k) AS k
+  JOIN (
+    SELECT k.event_id
+    FROM `{batch_dataset}.{batch}` AS k
+    WHERE k.seen_earlier_in_export
+       OR @rows_expected < 0
+       OR (SELECT COUNT(*) FROM `{dataset}.{table}` AS c
+           WHERE c.event_date BETWEEN @slice_from AND @slice_to) <> @rows_expected
+  ) AS k
     ON k.event_id = t.event_id
   WHERE t.event_date BETWEEN @date_from AND @date_to
 ) AS e
