@@ -19,6 +19,8 @@ Every variant reads the same served bytes in the same run:
   inserted into the same table with the platform's own dedup statement.
 * ``parse_only``: ``orjson.loads`` over the lines of the same (decompressed) file, nothing
   stored: the parse limit.
+* ``download_only``: the platform's HTTP client alone (the gzip stream received,
+  decompressed and written to a file), nothing parsed: the transfer's own cost here.
 
 The export file (about 500 bytes per event, ``$insert_id`` on every event, 1% duplicated
 ids, a third of the times in milliseconds) is generated before timing starts.  The stub
@@ -255,6 +257,32 @@ def _parse_only(export: Path, scale: int) -> Measurement:
     return m
 
 
+def _download_only(url: str, scale: int, workdir: Path, stub: "_Stub") -> Measurement:
+    """The platform's HTTP client alone (``export_to_file``: the gzip stream received,
+    decompressed, checked and written), nothing parsed: the transfer's share of any end
+    to end run on this machine (the stub's gzip runs on the same cores)."""
+    from analytics_platform.resources.mixpanel import MixpanelResource
+
+    client = MixpanelResource(export_url=url, api_url=url, timeout_seconds=600)
+    dest = workdir / "download_only.jsonl"
+    load0 = _load()
+    stub0 = stub.cpu_seconds()
+    cpu0 = _cpu()
+    with measure(BENCH, "download_only", scale, "events") as m:
+        stats = client.export_to_file(DAY, DAY, [EVENT], dest=dest)
+    cpu = _cpu() - cpu0
+    assert stats.lines == scale, (stats.lines, scale)
+    m.extra.update(
+        cpu_seconds_self=round(cpu, 1),
+        events_per_cpu_second=round(scale / cpu) if cpu > 0 else None,
+        stub_cpu_seconds=round(stub.cpu_seconds() - stub0, 1),
+        load_average_start=load0,
+        load_average_end=_load(),
+    )
+    dest.unlink(missing_ok=True)
+    return m
+
+
 def _baseline(url: str, scale: int, run_scale: int, workdir: Path) -> Measurement:
     """requests + json.loads per line + one INSERT per row (the old collector's shape)."""
     import duckdb
@@ -312,7 +340,7 @@ def _baseline(url: str, scale: int, run_scale: int, workdir: Path) -> Measuremen
     return m
 
 
-VARIANTS = ("platform", "baseline", "json_batched", "orjson_arrow", "parse_only")
+VARIANTS = ("platform", "baseline", "json_batched", "orjson_arrow", "parse_only", "download_only")
 
 
 def _ratios(ran: list[Measurement], round_no: int) -> None:
@@ -338,7 +366,7 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
     ``MIXPANEL_BENCH_VARIANTS`` (comma list, default all), ``MIXPANEL_BENCH_BEFORE`` (a
     source tree: its platform runs as ``platform_before``, interleaved with ``platform``),
     ``MIXPANEL_BENCH_REPEATS`` (rounds, default 1: each round runs platform_before,
-    platform, orjson_arrow and parse_only once; json_batched and the old collector run in
+    platform, orjson_arrow, parse_only and download_only once; json_batched and the old collector run in
     the first round only).  Ratios are taken within a round."""
     workdir = Path(workdir)
     export = workdir / "export.jsonl"
@@ -371,6 +399,9 @@ def run(scale: int, workdir: Path, baseline_scale: Optional[int] = None) -> list
                     done(ran[-1])
             if "parse_only" in wanted:
                 ran.append(_parse_only(export, scale))
+                done(ran[-1])
+            if "download_only" in wanted:
+                ran.append(_download_only(stub.url, scale, workdir, stub))
                 done(ran[-1])
             if "baseline" in wanted and round_no == 1:
                 run_scale = min(scale, baseline_scale or BASELINE_MAX)
