@@ -211,6 +211,28 @@ def _platform(url: str, scale: int, workdir: Path, stub: "_Stub", variant: str =
     return m
 
 
+def _in_process(variant: str, scale: int, stub: Optional["_Stub"], work) -> Measurement:
+    """Time ``work()`` in this process: wall (``measure``), this process's CPU, the stub's
+    CPU (when it serves the variant) and the load average around it; ``work`` returns
+    extra figures for the measurement (or None)."""
+    load0 = _load()
+    stub0 = stub.cpu_seconds() if stub is not None else 0.0
+    cpu0 = _cpu()
+    with measure(BENCH, variant, scale, "events") as m:
+        extra = work() or {}
+    cpu = _cpu() - cpu0
+    m.extra.update(
+        cpu_seconds_self=round(cpu, 1),
+        events_per_cpu_second=round(scale / cpu) if cpu > 0 else None,
+        load_average_start=load0,
+        load_average_end=_load(),
+        **extra,
+    )
+    if stub is not None:
+        m.extra["stub_cpu_seconds"] = round(stub.cpu_seconds() - stub0, 1)
+    return m
+
+
 def _batched(url: str, scale: int, workdir: Path, stub: "_Stub", variant: str) -> Measurement:
     """``json_batched`` / ``orjson_arrow``: see benchmarks/mixpanel_baselines.py."""
     from analytics_platform.resources.warehouse import DuckDBWarehouse
@@ -218,23 +240,10 @@ def _batched(url: str, scale: int, workdir: Path, stub: "_Stub", variant: str) -
 
     loads, dumps = B.json_codec() if variant == "json_batched" else B.orjson_codec()
     warehouse = DuckDBWarehouse(path=str(workdir / f"{variant}.duckdb"))
-    load0 = _load()
-    stub0 = stub.cpu_seconds()
-    cpu0 = _cpu()
-    with measure(BENCH, variant, scale, "events") as m:
-        counts = B.batched_load(
-            url=url, warehouse=warehouse, dataset="mixpanel_data", table="mixpanel_events", day=DAY,
-            events=[EVENT], loads=loads, dumps=dumps, inserted_at=dt.datetime.now(dt.timezone.utc),
-        )
-    cpu = _cpu() - cpu0
-    m.extra.update(
-        cpu_seconds_self=round(cpu, 1),
-        events_per_cpu_second=round(scale / cpu) if cpu > 0 else None,
-        stub_cpu_seconds=round(stub.cpu_seconds() - stub0, 1),
-        load_average_start=load0,
-        load_average_end=_load(),
-        **counts,
-    )
+    m = _in_process(variant, scale, stub, lambda: B.batched_load(
+        url=url, warehouse=warehouse, dataset="mixpanel_data", table="mixpanel_events", day=DAY,
+        events=[EVENT], loads=loads, dumps=dumps, inserted_at=dt.datetime.now(dt.timezone.utc),
+    ))
     (workdir / f"{variant}.duckdb").unlink(missing_ok=True)
     return m
 
@@ -242,19 +251,11 @@ def _batched(url: str, scale: int, workdir: Path, stub: "_Stub", variant: str) -
 def _parse_only(export: Path, scale: int) -> Measurement:
     from benchmarks import mixpanel_baselines as B
 
-    load0 = _load()
-    cpu0 = _cpu()
-    with measure(BENCH, "parse_only", scale, "events") as m:
+    def work() -> None:
         lines = B.parse_only(export)
-    cpu = _cpu() - cpu0
-    assert lines == scale, (lines, scale)
-    m.extra.update(
-        cpu_seconds_self=round(cpu, 1),
-        events_per_cpu_second=round(scale / cpu) if cpu > 0 else None,
-        load_average_start=load0,
-        load_average_end=_load(),
-    )
-    return m
+        assert lines == scale, (lines, scale)
+
+    return _in_process("parse_only", scale, None, work)
 
 
 def _download_only(url: str, scale: int, workdir: Path, stub: "_Stub") -> Measurement:
@@ -265,20 +266,12 @@ def _download_only(url: str, scale: int, workdir: Path, stub: "_Stub") -> Measur
 
     client = MixpanelResource(export_url=url, api_url=url, timeout_seconds=600)
     dest = workdir / "download_only.jsonl"
-    load0 = _load()
-    stub0 = stub.cpu_seconds()
-    cpu0 = _cpu()
-    with measure(BENCH, "download_only", scale, "events") as m:
+
+    def work() -> None:
         stats = client.export_to_file(DAY, DAY, [EVENT], dest=dest)
-    cpu = _cpu() - cpu0
-    assert stats.lines == scale, (stats.lines, scale)
-    m.extra.update(
-        cpu_seconds_self=round(cpu, 1),
-        events_per_cpu_second=round(scale / cpu) if cpu > 0 else None,
-        stub_cpu_seconds=round(stub.cpu_seconds() - stub0, 1),
-        load_average_start=load0,
-        load_average_end=_load(),
-    )
+        assert stats.lines == scale, (stats.lines, scale)
+
+    m = _in_process("download_only", scale, stub, work)
     dest.unlink(missing_ok=True)
     return m
 

@@ -22,7 +22,7 @@ functions, every other line goes through a general path (also DuckDB):
 Duplicates of an ``event_id`` inside a batch are told apart by DuckDB's 64-bit hash and
 confirmed by comparing the ids (the first line is kept).  Memory is flat in the size of
 the file: a batch holds the blocks its views point into (about 110 MB per 200k events),
-and at most two batches are alive (one parsed ahead, one being loaded).
+and at most ``ahead`` + 1 batches are alive (parsed ahead, and the one being loaded).
 """
 
 from __future__ import annotations

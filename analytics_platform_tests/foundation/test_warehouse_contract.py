@@ -800,3 +800,30 @@ def test_bigquery_statements_are_built_without_a_client():
     )
     with pytest.raises(ValueError):
         create_table_statement(DS, "events", EVENTS, partition_by="event_date; DROP TABLE x")
+
+
+def test_a_duckdb_session_holds_the_file_for_its_block_only(duckdb_warehouse):
+    """Warehouse.session(): the database stays open for the block (re-entrant), statements
+    in it work, and the file is free for another process once the block ends."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import duckdb, sys\n"
+        "try:\n"
+        "    duckdb.connect(sys.argv[1]).close(); print('opened')\n"
+        "except duckdb.IOException:\n"
+        "    print('locked')\n"
+    )
+
+    def other_process() -> str:
+        return subprocess.run([sys.executable, "-c", probe, duckdb_warehouse.path],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    duckdb_warehouse.ensure_dataset(DS)
+    with duckdb_warehouse.session():
+        with duckdb_warehouse.session():
+            duckdb_warehouse.execute(f"CREATE TABLE `{DS}.s` AS SELECT 1 AS x")
+        assert other_process() == "locked"  # still held by the outer block
+        assert int(duckdb_warehouse.query(f"SELECT COUNT(*) AS n FROM `{DS}.s`")["n"].iloc[0]) == 1
+    assert other_process() == "opened"
